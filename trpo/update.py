@@ -1,0 +1,119 @@
+"""The TRPO / natural-gradient policy step and the value-function fit."""
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+from trpo.advantages import normalize
+from trpo.config import AlgoConfig
+from trpo.curvature import DEFAULT_FISHER_METHOD, fisher_matvec, flat_grad, subsample_rows, unflatten
+from trpo.linalg import conjugate_gradient_with_residual
+from trpo.policy import Policy
+from trpo.trust_region import line_search, natural_gradient_step, full_step
+
+
+def trpo_step(
+    policy: Policy,
+    obs: Tensor,
+    actions: Tensor,
+    log_probs: Tensor,
+    advantages: Tensor,
+    config: AlgoConfig,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
+    """One policy update in place; returns its statistics as tensors keyed by metric name.
+
+    obs: states [B, obs_dim] (already on the policy's device).
+    actions: actions taken [B, A] (Gaussian, unclipped) or [B] (categorical).
+    log_probs: log pi_old(a|s) recorded while acting [B].
+    advantages: advantage estimates [B]; normalized here when config.normalize_advantages.
+    config: trust region and CG settings.
+    generator: random source for the Fisher subsample.
+    """
+    params = list(policy.parameters())
+    theta_old = parameters_to_vector(params).detach()
+    named = dict(policy.named_parameters())
+    if config.normalize_advantages:
+        advantages = normalize(advantages)
+
+    old_dist_params = policy(obs)
+    surrogate = (torch.exp(policy.distribution(old_dist_params).log_prob(actions) - log_probs) * advantages).mean()
+    grad = flat_grad(surrogate, params)
+    old_dist_params = tuple(p.detach() for p in old_dist_params)
+
+    method = config.fisher_method
+    if method == "auto":
+        method = DEFAULT_FISHER_METHOD[obs.device.type]
+    fisher_obs = subsample_rows(obs, config.fisher_subsample, generator)
+    matvec = fisher_matvec(policy, fisher_obs, config.damping, method)
+    step_dir, cg_residual = conjugate_gradient_with_residual(matvec, grad, config.cg_iters, config.cg_residual_tol)
+    curvature = step_dir @ matvec(step_dir)
+    step = full_step(step_dir, curvature, config.max_kl)
+    expected_gain = grad @ step
+    # Guard: a non-finite gradient or direction, or non-positive curvature, leaves theta unchanged.
+    valid = torch.isfinite(grad).all() & torch.isfinite(step).all() & (curvature > 0)
+
+    @torch.no_grad()
+    def evaluate(candidate: Tensor) -> tuple[Tensor, Tensor]:
+        new_dist_params = functional_call(policy, unflatten(candidate, named), (obs,))
+        log_ratio = policy.distribution(new_dist_params).log_prob(actions) - log_probs
+        gain = (torch.exp(log_ratio) * advantages).mean() - surrogate.detach()
+        return policy.kl(old_dist_params, new_dist_params).mean(), gain
+
+    if config.name == "trpo":
+        result = line_search(
+            evaluate, theta_old, step, expected_gain, config.max_kl,
+            config.max_backtracks, config.backtrack_ratio, config.accept_ratio, valid,
+        )
+    else:
+        result = natural_gradient_step(evaluate, theta_old, step, valid)
+    vector_to_parameters(result.params, params)
+    return {
+        "policy/kl": result.kl,
+        "policy/surrogate_gain": result.surrogate_gain,
+        "policy/expected_gain": expected_gain.detach(),
+        "policy/step_fraction": result.step_fraction,
+        "policy/accepted": result.accepted.to(theta_old.dtype),
+        "policy/line_search_steps": result.line_search_steps,
+        "policy/cg_residual": cg_residual,
+        "policy/grad_norm": grad.norm(),
+        "policy/entropy": policy.distribution(old_dist_params).entropy().mean(),
+    }
+
+
+def fit_value(
+    value: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    obs: Tensor,
+    returns: Tensor,
+    epochs: int,
+    minibatch_size: int,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
+    """Regress V(obs) on returns by minibatch MSE; returns the loss after fitting and explained variance.
+
+    value: the value network, obs [B, obs_dim] -> [B].
+    optimizer: its optimizer (Adam by default).
+    obs: states [B, obs_dim].
+    returns: targets R_t [B].
+    epochs: passes over the batch.
+    minibatch_size: samples per optimizer step.
+    generator: random source for the shuffles (CPU or the data's device).
+    Explained variance is of the predictions before fitting (how well the value predicted the new
+    returns), as Stable-Baselines3 and CleanRL report it.
+    """
+    with torch.no_grad():
+        explained_variance = 1 - (returns - value(obs)).var() / returns.var()
+    batch = obs.shape[0]
+    for _ in range(epochs):
+        device = generator.device if generator is not None else obs.device
+        order = torch.randperm(batch, generator=generator, device=device).to(obs.device)
+        for index in order.split(minibatch_size):
+            loss = (value(obs[index]) - returns[index]).square().mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        final_loss = (value(obs) - returns).square().mean()
+    return {"value/loss": final_loss, "value/explained_variance": explained_variance}
