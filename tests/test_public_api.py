@@ -1,0 +1,26 @@
+import inspect
+
+import trpo
+
+
+def parameters(function):
+    return [(p.name, p.default) for p in inspect.signature(function).parameters.values()]
+
+
+def test_public_names_import_from_the_package():
+    assert set(trpo.__all__) == {"conjugate_gradient", "fisher_vector_product", "gae",
+                                 "GaussianPolicy", "CategoricalPolicy"}
+
+
+def test_signatures_follow_the_design():
+    empty = inspect.Parameter.empty
+    assert parameters(trpo.conjugate_gradient) == [("matvec", empty), ("b", empty), ("iters", 10),
+                                                   ("residual_tol", 1e-10)]
+    assert parameters(trpo.fisher_vector_product) == [("policy", empty), ("obs", empty), ("v", empty),
+                                                      ("damping", 0.0), ("method", "analytic")]
+    assert parameters(trpo.gae) == [(name, empty) for name in
+                                    ("rewards", "values", "next_values", "terminated", "dones", "gamma", "lam")]
+    assert parameters(trpo.GaussianPolicy)[:4] == [("obs_dim", empty), ("act_dim", empty),
+                                                   ("hidden", (64, 64)), ("activation", "tanh")]
+    assert parameters(trpo.CategoricalPolicy)[:4] == [("obs_dim", empty), ("n_actions", empty),
+                                                      ("hidden", (64, 64)), ("activation", "tanh")]
