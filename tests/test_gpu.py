@@ -1,0 +1,33 @@
+"""The update on CUDA: same results as on the CPU, and no host synchronization. Skipped without a GPU."""
+
+import pytest
+import torch
+from torch.nn.utils import parameters_to_vector
+
+from policies import tiny_batch, tiny_policy
+from trpo.config import AlgoConfig
+from trpo.update import trpo_step
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize("method", ["analytic", "autograd"])
+@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+def test_update_on_cuda_matches_cpu_without_host_sync(kind, method):
+    config = AlgoConfig(fisher_method=method)
+    cpu_policy = tiny_policy(kind)
+    batch = tiny_batch(cpu_policy)
+    cuda_policy = tiny_policy(kind).cuda()
+    cuda_batch = [x.cuda() for x in batch]
+    trpo_step(cuda_policy, *cuda_batch, config)  # warm-up: lazy CUDA initialization may synchronize
+    cuda_policy = tiny_policy(kind).cuda()
+    cpu_stats = trpo_step(cpu_policy, *batch, config)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        cuda_stats = trpo_step(cuda_policy, *cuda_batch, config)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.testing.assert_close(parameters_to_vector(cuda_policy.parameters()).cpu(),
+                               parameters_to_vector(cpu_policy.parameters()).detach(), rtol=1e-9, atol=1e-9)
+    for key, value in cpu_stats.items():
+        torch.testing.assert_close(cuda_stats[key].cpu(), value, rtol=1e-6, atol=1e-9, msg=key)
