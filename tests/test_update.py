@@ -1,5 +1,3 @@
-import dataclasses
-
 import pytest
 import torch
 from torch.distributions import kl_divergence
@@ -177,7 +175,3 @@ def test_fit_value_is_reproducible_with_the_same_generator():
         results.append(flat(value))
     assert torch.equal(*results)
 
-
-def test_config_is_frozen():
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        AlgoConfig().max_kl = 1.0

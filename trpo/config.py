@@ -1,17 +1,23 @@
 """Configuration schema: dataclasses with range checks that name the key, the bad value and what is allowed."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from trpo.policy import ACTIVATIONS
 
 ALGO_NAMES = ("trpo", "npg")
 FISHER_METHOD_CHOICES = ("auto", "analytic", "autograd")
 
 
+ACTIVATION_NAMES = tuple(ACTIVATIONS)
+
+
 def _check(section: str, name: str, value, ok: bool, allowed: str) -> None:
     if not ok:
-        raise ValueError(f"{section}.{name}={value!r} is invalid: {allowed}")
+        key = f"{section}.{name}" if section else name
+        raise ValueError(f"{key}={value!r} is invalid: {allowed}")
 
 
-@dataclass(frozen=True)
+@dataclass
 class AlgoConfig:
     """The policy update (TRPO or NPG), advantage estimation and the value fit."""
 
@@ -52,3 +58,102 @@ class AlgoConfig:
         }
         for name, (ok, allowed) in checks.items():
             _check("algo", name, getattr(self, name), ok, allowed)
+
+
+VECTORIZATIONS = ("sync", "async")
+AUTORESET_MODES = ("same_step", "next_step")
+DEVICES = ("auto", "cpu", "cuda")
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+@dataclass
+class EnvConfig:
+    """The vector environment: how many copies, how they step, and what is normalized."""
+
+    num_envs: int = 8
+    vectorization: str = "sync"  # sync: 3 to 5 times faster than async for MuJoCo on 2 cores
+    autoreset_mode: str = "same_step"
+    normalize_observations: bool = True
+    observation_clip: float = 10.0
+    normalize_rewards: bool = False  # scale rewards by the running std of the discounted return
+
+    def __post_init__(self):
+        _check("env", "num_envs", self.num_envs, self.num_envs >= 1, "must be an integer >= 1")
+        _check("env", "vectorization", self.vectorization, self.vectorization in VECTORIZATIONS,
+               f"choose one of {VECTORIZATIONS}")
+        _check("env", "autoreset_mode", self.autoreset_mode, self.autoreset_mode in AUTORESET_MODES,
+               f"choose one of {AUTORESET_MODES}")
+        _check("env", "observation_clip", self.observation_clip, self.observation_clip > 0, "must be > 0")
+
+
+@dataclass
+class ModelConfig:
+    """Policy and value networks (same architecture, separate parameters)."""
+
+    hidden: list[int] = field(default_factory=lambda: [64, 64])
+    activation: str = "tanh"
+    log_std_init: float = 0.0
+
+    def __post_init__(self):
+        _check("model", "hidden", self.hidden, all(w >= 1 for w in self.hidden), "widths must be >= 1")
+        _check("model", "activation", self.activation, self.activation in ACTIVATION_NAMES,
+               f"choose one of {ACTIVATION_NAMES}")
+
+
+@dataclass
+class LoggerConfig:
+    """Where metrics go besides metrics.jsonl."""
+
+    wandb_mode: str = "offline"  # offline needs no account and never prompts; `wandb sync` uploads later
+    project: str = "trpo"
+    entity: str | None = None
+    progress_bar: bool = True
+
+    def __post_init__(self):
+        _check("logger", "wandb_mode", self.wandb_mode, self.wandb_mode in WANDB_MODES, f"choose one of {WANDB_MODES}")
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 10  # iterations between checkpoints; one is also written at the end and on SIGINT/SIGTERM
+
+    def __post_init__(self):
+        _check("checkpoint", "every", self.every, self.every >= 1, "must be an integer >= 1")
+
+
+@dataclass
+class EvalConfig:
+    episodes: int = 10  # deterministic episodes of the final evaluation
+
+    def __post_init__(self):
+        _check("eval", "episodes", self.episodes, self.episodes >= 1, "must be an integer >= 1")
+
+
+@dataclass
+class Config:
+    """A training run. `env_id` comes from the `env=` choice on the command line."""
+
+    env_id: str = "HalfCheetah-v4"
+    seed: int = 0
+    total_steps: int = 1_000_000
+    steps_per_env: int = 256  # rollout length T; one iteration collects T * env.num_envs steps
+    device: str = "auto"  # the update's device; acting always runs on the CPU
+    torch_threads: int = 1  # one thread: acting with two on 2 busy cores costs up to 10 ms a call
+    env: EnvConfig = field(default_factory=EnvConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def batch_size(self) -> int:
+        return self.steps_per_env * self.env.num_envs
+
+    def __post_init__(self):
+        _check("", "seed", self.seed, self.seed >= 0, "must be an integer >= 0")
+        _check("", "steps_per_env", self.steps_per_env, self.steps_per_env >= 1, "must be an integer >= 1")
+        _check("", "device", self.device, self.device in DEVICES, f"choose one of {DEVICES}")
+        _check("", "torch_threads", self.torch_threads, self.torch_threads >= 1, "must be an integer >= 1")
+        _check("", "total_steps", self.total_steps, self.total_steps >= self.batch_size,
+               f"must be at least one batch, steps_per_env * env.num_envs = {self.batch_size}")

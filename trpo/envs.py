@@ -1,0 +1,58 @@
+"""Vector environments: id check, construction with episode statistics and optional reward scaling."""
+
+import difflib
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+from gymnasium.wrappers.vector import NormalizeReward, RecordEpisodeStatistics
+
+from trpo.config import EnvConfig
+
+AUTORESET = {"same_step": AutoresetMode.SAME_STEP, "next_step": AutoresetMode.NEXT_STEP}
+
+
+def check_env_id(env_id: str) -> None:
+    """Fail before anything is built when env_id is not a registered Gymnasium id."""
+    if env_id not in gym.registry:
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+        hint = f"; close matches: {', '.join(close)}" if close else "; see gymnasium.registry for the ids"
+        raise ValueError(f"env={env_id!r} is not a registered Gymnasium environment id{hint}")
+
+
+def make_envs(env_id: str, config: EnvConfig, gamma: float) -> gym.vector.VectorEnv:
+    """The training vector env: episode statistics on raw rewards, then optional reward scaling."""
+    envs = gym.make_vec(env_id, num_envs=config.num_envs, vectorization_mode=config.vectorization,
+                        vector_kwargs={"autoreset_mode": AUTORESET[config.autoreset_mode]})
+    check_spaces(env_id, envs.single_observation_space, envs.single_action_space)
+    envs = RecordEpisodeStatistics(envs)
+    if config.normalize_rewards:
+        envs = NormalizeReward(envs, gamma=gamma)
+    return envs
+
+
+def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Space) -> None:
+    """Flat Box observations, and Box or Discrete actions: what the policies model."""
+    if not (isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 1):
+        raise ValueError(f"env={env_id!r} has observation space {observation_space}; supported: a 1-D Box")
+    if not (isinstance(action_space, gym.spaces.Discrete)
+            or (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1)):
+        raise ValueError(f"env={env_id!r} has action space {action_space}; supported: a 1-D Box or Discrete")
+
+
+def reward_normalizer_state(envs: gym.vector.VectorEnv) -> dict[str, torch.Tensor]:
+    """The running return statistics of NormalizeReward, as tensors for a weights-only checkpoint."""
+    if not isinstance(envs, NormalizeReward):
+        return {}
+    rms = envs.return_rms
+    return {"mean": torch.as_tensor(rms.mean), "var": torch.as_tensor(rms.var), "count": torch.tensor(rms.count),
+            "accumulated_reward": torch.as_tensor(envs.accumulated_reward)}
+
+
+def load_reward_normalizer_state(envs: gym.vector.VectorEnv, state: dict[str, torch.Tensor]) -> None:
+    if isinstance(envs, NormalizeReward) and state:
+        envs.return_rms.mean = state["mean"].numpy().astype(np.float64)
+        envs.return_rms.var = state["var"].numpy().astype(np.float64)
+        envs.return_rms.count = float(state["count"])
+        envs.accumulated_reward = state["accumulated_reward"].numpy().astype(np.float64)

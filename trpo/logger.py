@@ -1,0 +1,58 @@
+"""RunLogger: one flat record per iteration to metrics.jsonl, W&B and the progress bar."""
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+import wandb
+from tqdm import tqdm
+
+from trpo.config import LoggerConfig
+
+log = logging.getLogger(__name__)
+
+
+class RunLogger:
+    """Writes metrics.jsonl always; W&B in the configured mode; a tqdm bar with steps/s and return.
+
+    run_dir: the run's output directory.
+    config: logger settings.
+    run_config: the whole run configuration, stored with the W&B run.
+    total_steps: the progress bar's length.
+    name: the W&B run name.
+    """
+
+    def __init__(self, run_dir: Path, config: LoggerConfig, run_config: dict, total_steps: int, name: str):
+        self.metrics_file = open(run_dir / "metrics.jsonl", "a")
+        # An explicit mode beats WANDB_MODE, so offline never prompts for a login.
+        self.wandb = wandb.init(project=config.project, entity=config.entity, dir=str(run_dir),
+                                mode=config.wandb_mode, config=run_config, name=name)
+        self.wandb.define_metric("global_step")
+        self.wandb.define_metric("*", step_metric="global_step")
+        self.progress = tqdm(total=total_steps, unit="step", unit_scale=True, disable=not config.progress_bar,
+                             dynamic_ncols=True)
+
+    def log(self, metrics: dict[str, torch.Tensor | float | int]) -> dict[str, float]:
+        """Copy the metrics to the host once, then write them everywhere; returns the plain record."""
+        names = [k for k, v in metrics.items() if isinstance(v, torch.Tensor)]
+        host = torch.stack([metrics[k].detach().to("cpu", torch.float64) for k in names]).tolist()
+        record = {k: v for k, v in metrics.items() if not isinstance(v, torch.Tensor)} | dict(zip(names, host))
+        self.metrics_file.write(json.dumps(record) + "\n")
+        self.metrics_file.flush()
+        self.wandb.log(record)
+        self.progress.update(record["global_step"] - self.progress.n)
+        self.progress.set_postfix(sps=f"{record['time/sps']:.0f}", ret=f"{record['rollout/episode_return']:.1f}",
+                                  refresh=False)
+        log.info("step %d iteration %d return %.2f kl %.4f sps %.0f", record["global_step"], record["iteration"],
+                 record["rollout/episode_return"], record["policy/kl"], record["time/sps"])
+        return record
+
+    def summary(self, values: dict[str, float]) -> None:
+        """Final figures (e.g. the deterministic evaluation) into the W&B summary."""
+        self.wandb.summary.update(values)
+
+    def close(self) -> None:
+        self.progress.close()
+        self.metrics_file.close()
+        self.wandb.finish()  # in-process multirun would otherwise reuse this run

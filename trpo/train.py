@@ -1,0 +1,167 @@
+"""Training entry point: `python -m trpo.train env=HalfCheetah-v4 [overrides]`."""
+
+import copy
+import json
+import logging
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import hydra
+import numpy as np
+import torch
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from trpo import checkpoint, collector
+from trpo.advantages import gae
+from trpo.collector import Rollout
+from trpo.config import AlgoConfig, Config
+from trpo.envs import check_env_id, make_envs, reward_normalizer_state
+from trpo.evaluate import evaluate_policy
+from trpo.logger import RunLogger
+from trpo.policy import CategoricalPolicy, GaussianPolicy, ObservationNormalizer, Policy, ValueNetwork
+from trpo.update import fit_value, trpo_step
+
+log = logging.getLogger(__name__)
+ConfigStore.instance().store(name="schema", node=Config)
+
+
+def train(config: Config, run_dir: Path) -> float:
+    """Train; writes config.yaml, metrics.jsonl, checkpoints/ and wandb/ under run_dir.
+
+    Returns the mean return of the final deterministic evaluation (the sweep objective).
+    """
+    device = resolve_device(config.device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
+    seed_everything(config.seed, config.torch_threads)
+    envs = make_envs(config.env_id, config.env, config.algo.gamma)
+    policy, value = (m.to(device) for m in build_models(config, envs.single_observation_space,
+                                                        envs.single_action_space))
+    acting_policy = policy if device.type == "cpu" else copy.deepcopy(policy).cpu()
+    optimizer = torch.optim.Adam(value.parameters(), lr=config.algo.value_lr)
+    generator = torch.Generator().manual_seed(config.seed)
+    logger = RunLogger(run_dir, config.logger, OmegaConf.to_container(OmegaConf.structured(config)),
+                       config.total_steps, name=run_dir.name)
+    state = collector.start(envs, config.seed)
+    global_step, iteration = 0, 0
+    with checkpoint.GracefulStop() as stop:
+        while global_step < config.total_steps and not stop.requested:
+            started = time.perf_counter()
+            rollout = collector.collect(envs, acting_policy, state, config.steps_per_env)
+            collected = time.perf_counter()
+            batch = advantage_batch(rollout, value, config.algo, device)
+            metrics = trpo_step(policy, batch["obs"], batch["actions"], batch["log_probs"], batch["advantages"],
+                                config.algo, generator)
+            metrics |= fit_value(value, optimizer, batch["obs"], batch["returns"], config.algo.value_epochs,
+                                 config.algo.value_minibatch_size, generator)
+            if config.env.normalize_observations:  # after the update, so log pi_old matches theta_old
+                policy.normalizer.update(batch["obs"])
+            if acting_policy is not policy:
+                acting_policy.load_state_dict(policy.state_dict())
+            global_step += rollout.rewards.numel()
+            iteration += 1
+            elapsed = time.perf_counter() - started
+            logger.log({"global_step": global_step, "iteration": iteration, **episode_metrics(state), **metrics,
+                        "time/sps": rollout.rewards.numel() / elapsed, "time/collect_s": collected - started,
+                        "time/update_s": time.perf_counter() - collected})
+            if iteration % config.checkpoint.every == 0 or stop.requested:
+                save_checkpoint(run_dir, policy, value, optimizer, envs, generator, global_step, iteration)
+    save_checkpoint(run_dir, policy, value, optimizer, envs, generator, global_step, iteration)
+    envs.close()
+    returns = evaluate_policy(config.env_id, acting_policy, config.eval.episodes, config.seed)
+    final = {"eval/episode_return": float(returns.mean()), "eval/episode_return_std": float(returns.std()),
+             "eval/episodes": len(returns), "global_step": global_step}
+    (run_dir / "eval.json").write_text(json.dumps(final))
+    logger.summary(final)
+    logger.close()
+    log.info("final deterministic evaluation: %.2f +- %.2f over %d episodes", returns.mean(), returns.std(),
+             len(returns))
+    return final["eval/episode_return"]
+
+
+def advantage_batch(rollout: Rollout, value: ValueNetwork, algo: AlgoConfig, device: torch.device) -> dict[str, Tensor]:
+    """Values in two batched calls, GAE on [T, N], then the valid transitions flattened to [B] on device."""
+    rollout = Rollout(*(getattr(rollout, name).to(device) for name in Rollout.__dataclass_fields__))
+    with torch.no_grad():
+        values, next_values = value(rollout.obs), value(rollout.next_obs)
+    advantages, returns = gae(rollout.rewards, values, next_values, rollout.terminated, rollout.dones,
+                              algo.gamma, algo.gae_lambda)
+    valid = rollout.valid
+    return {"obs": rollout.obs[valid], "actions": rollout.actions[valid], "log_probs": rollout.log_probs[valid],
+            "advantages": advantages[valid], "returns": returns[valid]}
+
+
+def episode_metrics(state: collector.CollectorState, recent: int = 10) -> dict[str, float]:
+    """Mean raw return and length of the last `recent` finished episodes (0 with rollout/episodes 0 before any)."""
+    returns, lengths = state.episode_returns[-recent:], state.episode_lengths[-recent:]
+    return {"rollout/episode_return": float(np.mean(returns)) if returns else 0.0,
+            "rollout/episode_length": float(np.mean(lengths)) if lengths else 0.0,
+            "rollout/episodes": len(state.episode_returns)}
+
+
+def build_models(config: Config, observation_space: gym.Space, action_space: gym.Space) -> tuple[Policy, ValueNetwork]:
+    """Policy and value network with separate parameters and one shared observation normalizer."""
+    obs_dim = observation_space.shape[0]
+    normalizer = ObservationNormalizer(obs_dim, clip=config.env.observation_clip) \
+        if config.env.normalize_observations else None
+    hidden, activation = tuple(config.model.hidden), config.model.activation
+    if isinstance(action_space, gym.spaces.Discrete):
+        policy = CategoricalPolicy(obs_dim, int(action_space.n), hidden, activation, normalizer=normalizer)
+    else:
+        policy = GaussianPolicy(obs_dim, action_space.shape[0], hidden, activation, config.model.log_std_init,
+                                normalizer=normalizer)
+    return policy, ValueNetwork(obs_dim, hidden, activation, normalizer=normalizer)
+
+
+def save_checkpoint(run_dir: Path, policy: Policy, value: ValueNetwork, optimizer: torch.optim.Optimizer,
+                    envs: gym.vector.VectorEnv, generator: torch.Generator, global_step: int, iteration: int) -> None:
+    checkpoint.save(run_dir / "checkpoints", {
+        "policy": policy.state_dict(), "value": value.state_dict(), "optimizer": optimizer.state_dict(),
+        "reward_normalizer": reward_normalizer_state(envs), "rng": checkpoint.rng_state(generator),
+        "global_step": global_step, "iteration": iteration,
+    })
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' is invalid: no CUDA GPU is available; use device=cpu or device=auto")
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
+
+
+def seed_everything(seed: int, threads: int) -> None:
+    """One seed for Python, NumPy and torch (the envs are seeded by their first reset)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+
+
+def load_config(cfg: DictConfig) -> Config:
+    """The composed Hydra config as a validated Config; raises ValueError naming the bad key."""
+    config = OmegaConf.to_object(cfg)
+    check_env_id(config.env_id)
+    resolve_device(config.device)
+    return config
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    if any(o.startswith("env_id=") for o in HydraConfig.get().overrides.task):
+        sys.exit("error: choose the environment with env=<Gymnasium id>, not env_id=")
+    try:
+        config = load_config(cfg)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    return train(config, Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    main()
