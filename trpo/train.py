@@ -81,8 +81,10 @@ def train(config: Config, run_dir: Path) -> float:
     (run_dir / "eval.json").write_text(json.dumps(final))
     logger.summary(final)
     logger.close()
-    log.info("final deterministic evaluation: %.2f +- %.2f over %d episodes", returns.mean(), returns.std(),
-             len(returns))
+    message = f"{config.env_id}: final deterministic evaluation {returns.mean():.2f} +- {returns.std():.2f} " \
+              f"over {len(returns)} episodes, run directory {run_dir}"
+    log.info(message)
+    print(message)
     return final["eval/episode_return"]
 
 
