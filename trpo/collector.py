@@ -74,7 +74,7 @@ def collect(envs: gym.vector.VectorEnv, policy: Policy, state: CollectorState, n
         if mode == AutoresetMode.SAME_STEP:
             if done.any():  # next_obs holds the reset observation there; the true one is in final_obs
                 ended = np.flatnonzero(done)
-                next_obs_buffer[t, ended] = torch.from_numpy(np.stack(info["final_obs"][ended]))
+                next_obs_buffer[t, ended] = torch.as_tensor(np.stack(info["final_obs"][ended]), dtype=torch.float32)
         else:
             valid[t] = torch.from_numpy(~state.resetting)
             state.resetting = done
