@@ -1,0 +1,106 @@
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from trpo.config import Config
+from trpo.evaluate import evaluate_policy, load_run
+from trpo.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = ["global_step", "iteration", "rollout/episode_return", "rollout/episode_length", "rollout/episodes",
+           "policy/kl", "policy/surrogate_gain", "policy/expected_gain", "policy/step_fraction", "policy/accepted",
+           "policy/line_search_steps", "policy/cg_residual", "policy/grad_norm", "policy/entropy", "value/loss",
+           "value/explained_variance", "time/sps", "time/collect_s", "time/update_s"]
+
+
+def run_cli(*overrides, cwd=ROOT):
+    env = dict(os.environ, WANDB_MODE="disabled")
+    return subprocess.run([sys.executable, "-m", "trpo.train", *overrides], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def composed(env_id: str, *overrides: str) -> Config:
+    """The config `python -m trpo.train env=<env_id> <overrides>` would run, without Hydra's run directory."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", [f"env={env_id}", *overrides])
+    cfg.env_id = env_id  # ${hydra:runtime.choices.env} resolves only inside a Hydra run
+    return OmegaConf.to_object(cfg)
+
+
+def test_smoke_run_writes_the_run_directory(tmp_path):
+    result = run_cli("env=CartPole-v1", "debug=smoke", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    for name in (".hydra/config.yaml", "config.yaml", "metrics.jsonl", "checkpoints/latest.pt", "eval.json",
+                 "train.log"):
+        assert (tmp_path / name).is_file(), name
+    rows = read_metrics(tmp_path)
+    assert [row["iteration"] for row in rows] == [1, 2] and rows[-1]["global_step"] == 256
+    for row in rows:
+        assert set(METRICS) <= set(row) and all(math.isfinite(row[key]) for key in METRICS)
+        assert row["policy/accepted"] == 0 or row["policy/kl"] <= 0.02  # the CartPole preset's max_kl
+    assert "final deterministic evaluation" in result.stdout
+
+
+def test_any_registered_id_without_a_preset_trains(tmp_path):
+    result = run_cli("env=MountainCarContinuous-v0", "debug=smoke", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    assert OmegaConf.load(tmp_path / "config.yaml").env_id == "MountainCarContinuous-v0"
+
+
+def test_unknown_env_id_names_close_matches(tmp_path):
+    result = run_cli("env=HalfCheeta-v4", "debug=smoke", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2
+    assert "env='HalfCheeta-v4' is not a registered Gymnasium environment id" in result.stderr
+    assert "HalfCheetah-v4" in result.stderr
+
+
+def test_presets_apply_and_command_line_overrides_win():
+    config = composed("HalfCheetah-v4", "algo.max_kl=0.05", "env.num_envs=4")
+    assert config.env.normalize_rewards and config.algo.value_epochs == 20  # from conf/env/HalfCheetah-v4.yaml
+    assert config.algo.max_kl == 0.05 and config.env.num_envs == 4
+    assert composed("MountainCarContinuous-v0").algo == Config().algo  # no preset: the schema's defaults
+
+
+def learn(env_id: str, tmp_path: Path, total_steps: int) -> tuple[float, list[dict]]:
+    config = composed(env_id, f"total_steps={total_steps}", "logger=none", "logger.progress_bar=false")
+    final = train(config, tmp_path)
+    return final, read_metrics(tmp_path)
+
+
+def test_cartpole_learns(tmp_path):
+    # Recorded: seed 0 reaches a training return of 500 by 25k steps (benchmarks/README.md).
+    final, rows = learn("CartPole-v1", tmp_path, 30_000)
+    assert rows[0]["rollout/episode_return"] < 100
+    assert final >= 450
+
+
+def test_pendulum_learns(tmp_path):
+    final, rows = learn("Pendulum-v1", tmp_path, 100_000)
+    assert final >= -400
+
+
+def test_evaluate_reproduces_the_runs_final_return(tmp_path):
+    config = composed("Pendulum-v1", "debug=smoke")
+    final = train(config, tmp_path)
+    loaded_config, policy = load_run(tmp_path)
+    assert loaded_config == config
+    returns = evaluate_policy(loaded_config.env_id, policy, loaded_config.eval.episodes, loaded_config.seed)
+    assert returns.mean() == pytest.approx(final, abs=1e-6)
+    assert json.loads((tmp_path / "eval.json").read_text())["eval/episode_return"] == pytest.approx(final)
+    cli = subprocess.run([sys.executable, "-m", "trpo.evaluate", str(tmp_path), "episodes=2"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0 and f"return {final:.2f}" in cli.stdout

@@ -1,0 +1,39 @@
+"""Tiny environments with known answers, registered under Toy* ids."""
+
+import gymnasium as gym
+import numpy as np
+
+
+class CountingEnv(gym.Env):
+    """Observation [step in episode, episode number mod 2] (float64), reward 1 per step, a 1-D Box action in [-1, 1].
+
+    Terminates after `terminate_at` steps when given; the time limit comes from gym.register.
+    Records the last action it received.
+    """
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float64)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self, terminate_at: int | None = None):
+        self.terminate_at = terminate_at
+        self.episode = -1
+        self.last_action = None
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.episode += 1
+        self.step_count = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.last_action = np.array(action)
+        self.step_count += 1
+        terminated = self.terminate_at is not None and self.step_count >= self.terminate_at
+        return self._obs(), 1.0, terminated, False, {}
+
+    def _obs(self):
+        return np.array([self.step_count, self.episode % 2], dtype=np.float64)
+
+
+gym.register("ToyTruncated-v0", entry_point=CountingEnv, max_episode_steps=3)
+gym.register("ToyTerminating-v0", entry_point=CountingEnv, kwargs={"terminate_at": 2}, max_episode_steps=10)
