@@ -104,3 +104,18 @@ def test_evaluate_reproduces_the_runs_final_return(tmp_path):
     cli = subprocess.run([sys.executable, "-m", "trpo.evaluate", str(tmp_path), "episodes=2"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0 and f"return {final:.2f}" in cli.stdout
+
+
+def test_evaluate_writes_a_video(tmp_path):
+    train(composed("InvertedPendulum-v4", "debug=smoke"), tmp_path)
+    cli = subprocess.run([sys.executable, "-m", "trpo.evaluate", str(tmp_path), "episodes=1", "video=true"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    video = tmp_path / "videos" / "eval.mp4"
+    assert video.is_file() and video.stat().st_size > 1000
+
+
+def test_evaluate_rejects_unknown_options(tmp_path):
+    cli = subprocess.run([sys.executable, "-m", "trpo.evaluate", str(tmp_path), "episode=3"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 1 and "unknown option(s) ['episode']" in cli.stderr

@@ -26,20 +26,47 @@ def evaluate_policy(env_id: str, policy: Policy, episodes: int, seed: int) -> np
     The policy's observation normalizer is only read, never updated, so it stays frozen.
     """
     envs = RecordEpisodeStatistics(gym.make_vec(env_id, num_envs=episodes, vectorization_mode="sync"))
-    space = envs.single_action_space
     obs, _ = envs.reset(seed=seed + EVAL_SEED_OFFSET)
     returns = np.full(episodes, np.nan)
     while np.isnan(returns).any():
-        with torch.inference_mode():
-            action = policy.dist(torch.as_tensor(obs, dtype=torch.float32)).mode.numpy()
-        if isinstance(space, gym.spaces.Box):
-            action = np.clip(action, space.low, space.high)
-        obs, _, _, _, info = envs.step(action)
+        obs, _, _, _, info = envs.step(deterministic_action(policy, obs, envs.single_action_space))
         if "episode" in info:
             first = info["_episode"] & np.isnan(returns)
             returns[first] = info["episode"]["r"][first]
     envs.close()
     return returns
+
+
+def deterministic_action(policy: Policy, obs: np.ndarray, space: gym.Space) -> np.ndarray:
+    """The Gaussian's mean clipped to the bounds, or the most likely discrete action, for a batch of obs."""
+    with torch.inference_mode():
+        action = policy.dist(torch.as_tensor(obs, dtype=torch.float32)).mode.numpy()
+    return np.clip(action, space.low, space.high) if isinstance(space, gym.spaces.Box) else action
+
+
+def record_video(env_id: str, policy: Policy, path: Path, seed: int) -> float:
+    """Render one deterministic episode to an MP4 at path; returns its return."""
+    try:
+        import imageio
+    except ImportError:
+        sys.exit("video=true needs imageio and imageio-ffmpeg: pip install 'trpo[video]'")
+    env = gym.make(env_id, render_mode="rgb_array")
+    try:
+        obs, _ = env.reset(seed=seed + EVAL_SEED_OFFSET)
+        frames, total, done = [env.render()], 0.0, False
+    except Exception as error:  # MuJoCo raises several types when no OpenGL/EGL library loads
+        sys.exit(f"rendering {env_id} failed ({type(error).__name__}: {error}). Headless MuJoCo rendering uses EGL "
+                 "(MUJOCO_GL=egl): install the system packages libegl1 and libgl1-mesa-dri "
+                 "(apt-get install libegl1 libgl1-mesa-dri)")
+    while not done:
+        action = deterministic_action(policy, obs[None], env.action_space)[0]
+        obs, reward, terminated, truncated, _ = env.step(action)
+        total, done = total + float(reward), terminated or truncated
+        frames.append(env.render())
+    env.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimwrite(path, frames, fps=env.metadata.get("render_fps", 30))
+    return total
 
 
 def load_run(run_dir: Path) -> tuple[Config, Policy]:
@@ -59,13 +86,20 @@ def load_run(run_dir: Path) -> tuple[Config, Policy]:
 def main(argv: list[str]) -> None:
     if not argv or "=" in argv[0]:
         sys.exit("usage: python -m trpo.evaluate <run dir> [episodes=10] [video=true]")
-    options = dict(arg.split("=", 1) for arg in argv[1:])
-    unknown = set(options) - {"episodes"}
+    options = dict(arg.split("=", 1) for arg in argv[1:] if "=" in arg)
+    unknown = set(options) - {"episodes", "video"} or (set(argv[1:]) - {f"{k}={v}" for k, v in options.items()})
     if unknown:
-        sys.exit(f"unknown option(s) {sorted(unknown)}; allowed: episodes=<int>")
-    config, policy = load_run(Path(argv[0]))
+        sys.exit(f"unknown option(s) {sorted(unknown)}; allowed: episodes=<int>, video=true|false")
+    if options.get("video", "false") not in ("true", "false"):
+        sys.exit(f"video={options['video']!r} is invalid: use video=true or video=false")
+    run_dir = Path(argv[0])
+    config, policy = load_run(run_dir)
     returns = evaluate_policy(config.env_id, policy, int(options.get("episodes", config.eval.episodes)), config.seed)
     print(f"{config.env_id}: return {returns.mean():.2f} +- {returns.std():.2f} over {len(returns)} episodes")
+    if options.get("video") == "true":
+        path = run_dir / "videos" / "eval.mp4"
+        video_return = record_video(config.env_id, policy, path, config.seed)
+        print(f"video of one episode (return {video_return:.2f}): {path}")
 
 
 if __name__ == "__main__":
