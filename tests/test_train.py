@@ -55,6 +55,16 @@ def test_smoke_run_writes_the_run_directory(tmp_path):
     assert "final deterministic evaluation" in result.stdout
 
 
+def test_offline_wandb_needs_no_account_network_or_prompt(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")} | {"HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "trpo.train", "env=CartPole-v1", "debug=smoke",
+                             "logger=wandb_offline", "logger.wandb_mode=offline", f"hydra.run.dir={tmp_path / 'run'}"],
+                            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    (offline_run,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
+    assert list(offline_run.glob("*.wandb"))  # the run's data, ready for `wandb sync`
+
+
 def test_any_registered_id_without_a_preset_trains(tmp_path):
     result = run_cli("env=MountainCarContinuous-v0", "debug=smoke", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr
