@@ -91,15 +91,17 @@ def learn(env_id: str, tmp_path: Path, total_steps: int) -> tuple[float, list[di
     return final, read_metrics(tmp_path)
 
 
+# Thresholds sit below the worst of seeds 0 to 2 recorded by benchmarks/learning_checks.py
+# (benchmarks/README.md): CartPole 342 to 500 from about 20, Pendulum -285 to -158 from about -1200.
 def test_cartpole_learns(tmp_path):
-    # Recorded: seed 0 reaches a training return of 500 by 25k steps (benchmarks/README.md).
     final, rows = learn("CartPole-v1", tmp_path, 30_000)
     assert rows[0]["rollout/episode_return"] < 100
-    assert final >= 450
+    assert final >= 300
 
 
 def test_pendulum_learns(tmp_path):
     final, rows = learn("Pendulum-v1", tmp_path, 100_000)
+    assert rows[0]["rollout/episode_return"] < -900
     assert final >= -400
 
 

@@ -6,7 +6,7 @@ import logging
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import fields
 from pathlib import Path
 
 import gymnasium as gym
@@ -71,9 +71,9 @@ def train(config: Config, run_dir: Path) -> float:
             logger.log({"global_step": global_step, "iteration": iteration, **episode_metrics(state), **metrics,
                         "time/sps": rollout.rewards.numel() / elapsed, "time/collect_s": collected - started,
                         "time/update_s": time.perf_counter() - collected})
-            if iteration % config.checkpoint.every == 0 or stop.requested:
+            if iteration % config.checkpoint.every == 0:
                 save_checkpoint(run_dir, policy, value, optimizer, envs, generator, global_step, iteration)
-    save_checkpoint(run_dir, policy, value, optimizer, envs, generator, global_step, iteration)
+    save_checkpoint(run_dir, policy, value, optimizer, envs, generator, global_step, iteration)  # end or signal
     envs.close()
     returns = evaluate_policy(config.env_id, acting_policy, config.eval.episodes, config.seed)
     final = {"eval/episode_return": float(returns.mean()), "eval/episode_return_std": float(returns.std()),
@@ -90,7 +90,7 @@ def train(config: Config, run_dir: Path) -> float:
 
 def advantage_batch(rollout: Rollout, value: ValueNetwork, algo: AlgoConfig, device: torch.device) -> dict[str, Tensor]:
     """Values in two batched calls, GAE on [T, N], then the valid transitions flattened to [B] on device."""
-    rollout = Rollout(*(getattr(rollout, name).to(device) for name in Rollout.__dataclass_fields__))
+    rollout = Rollout(**{f.name: getattr(rollout, f.name).to(device) for f in fields(rollout)})
     with torch.no_grad():
         values, next_values = value(rollout.obs), value(rollout.next_obs)
     advantages, returns = gae(rollout.rewards, values, next_values, rollout.terminated, rollout.dones,
