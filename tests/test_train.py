@@ -131,3 +131,8 @@ def test_evaluate_rejects_unknown_options(tmp_path):
     cli = subprocess.run([sys.executable, "-m", "trpo.evaluate", str(tmp_path), "episode=3"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert cli.returncode == 1 and "unknown option(s) ['episode']" in cli.stderr
+
+
+def test_env_id_override_points_to_env(tmp_path):
+    result = run_cli("env_id=Hopper-v4", "debug=smoke", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2 and "env=<Gymnasium id>" in result.stderr

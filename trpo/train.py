@@ -155,9 +155,9 @@ def load_config(cfg: DictConfig) -> Config:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    if any(o.startswith("env_id=") for o in HydraConfig.get().overrides.task):
-        sys.exit("error: choose the environment with env=<Gymnasium id>, not env_id=")
     try:
+        if any(o.startswith("env_id=") for o in HydraConfig.get().overrides.task):
+            raise ValueError("env_id is set by the env choice: choose the environment with env=<Gymnasium id>")
         config = load_config(cfg)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
