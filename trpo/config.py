@@ -107,6 +107,7 @@ class LoggerConfig:
     wandb_mode: str = "offline"  # offline needs no account and never prompts; `wandb sync` uploads later
     project: str = "trpo"
     entity: str | None = None
+    group: str | None = None  # W&B group; a sweep sets it to the sweep directory's name
     progress_bar: bool = True
 
     def __post_init__(self):

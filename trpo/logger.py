@@ -18,16 +18,18 @@ class RunLogger:
 
     run_dir: the run's output directory.
     config: logger settings.
-    run_config: the whole run configuration, stored with the W&B run.
+    run_config: the whole run configuration, stored with the W&B run (its env_id and algo.name tag it).
     total_steps: the progress bar's length.
-    name: the W&B run name.
     """
 
-    def __init__(self, run_dir: Path, config: LoggerConfig, run_config: dict, total_steps: int, name: str):
+    def __init__(self, run_dir: Path, config: LoggerConfig, run_config: dict, total_steps: int):
         self.metrics_file = open(run_dir / "metrics.jsonl", "a")
-        # An explicit mode beats WANDB_MODE, so offline never prompts for a login.
+        env_id, algo = run_config["env_id"], run_config["algo"]["name"]
+        # An explicit mode beats WANDB_MODE, so offline never prompts for a login. Runs of one sweep
+        # share a group and runs of one env a job type, so W&B's grouped view shows mean and spread.
         self.wandb = wandb.init(project=config.project, entity=config.entity, dir=str(run_dir),
-                                mode=config.wandb_mode, config=run_config, name=name)
+                                mode=config.wandb_mode, config=run_config, name=run_dir.name,
+                                group=config.group, job_type=env_id, tags=[algo, env_id])
         self.wandb.define_metric("global_step")
         self.wandb.define_metric("*", step_metric="global_step")
         self.progress = tqdm(total=total_steps, unit="step", unit_scale=True, disable=not config.progress_bar,

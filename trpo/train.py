@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
@@ -37,6 +38,7 @@ def train(config: Config, run_dir: Path) -> float:
 
     Returns the mean return of the final deterministic evaluation (the sweep objective).
     """
+    run_started = time.perf_counter()
     device = resolve_device(config.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
@@ -48,7 +50,7 @@ def train(config: Config, run_dir: Path) -> float:
     optimizer = torch.optim.Adam(value.parameters(), lr=config.algo.value_lr)
     generator = torch.Generator().manual_seed(config.seed)
     logger = RunLogger(run_dir, config.logger, OmegaConf.to_container(OmegaConf.structured(config)),
-                       config.total_steps, name=run_dir.name)
+                       config.total_steps)
     state = collector.start(envs, config.seed)
     global_step, iteration = 0, 0
     with checkpoint.GracefulStop() as stop:
@@ -77,7 +79,7 @@ def train(config: Config, run_dir: Path) -> float:
     envs.close()
     returns = evaluate_policy(config.env_id, acting_policy, config.eval.episodes, config.seed)
     final = {"eval/episode_return": float(returns.mean()), "eval/episode_return_std": float(returns.std()),
-             "eval/episodes": len(returns), "global_step": global_step}
+             "eval/episodes": len(returns), "global_step": global_step, "time/wall_s": time.perf_counter() - run_started}
     (run_dir / "eval.json").write_text(json.dumps(final))
     logger.summary(final)
     logger.close()
@@ -162,7 +164,10 @@ def main(cfg: DictConfig) -> float:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    return train(config, Path(HydraConfig.get().runtime.output_dir))
+    hydra_config = HydraConfig.get()
+    if hydra_config.mode == RunMode.MULTIRUN and config.logger.group is None:
+        config.logger.group = Path(hydra_config.sweep.dir).name
+    return train(config, Path(hydra_config.runtime.output_dir))
 
 
 if __name__ == "__main__":
