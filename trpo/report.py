@@ -1,0 +1,128 @@
+"""Learning curves and a results table from run directories: `python -m trpo.report <dir>... [--out DIR]`.
+
+Finds every metrics.jsonl below the given directories, groups runs by env and by the settings that
+differ between them (seeds aside), and writes one PNG per env (mean training return over seeds with
+a 95% bootstrap band, x = environment steps) and `results.md` (final return mean and 95% bootstrap CI,
+steps, seeds, wall time).
+"""
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+# Settings that never define an experiment: they change where or how a run is recorded, not what it learns.
+IGNORED = ("seed", "logger.", "checkpoint.", "device", "torch_threads", "eval.")
+CURVE_POINTS = 100
+BOOTSTRAP_SAMPLES = 10_000
+
+
+@dataclass(frozen=True)
+class Run:
+    env_id: str
+    settings: dict[str, object]  # the flattened config, ignored keys removed
+    steps: np.ndarray  # global_step per iteration
+    returns: np.ndarray  # rollout/episode_return per iteration
+    final_return: float  # final deterministic evaluation, or the last training return without one
+    wall_s: float
+
+
+def load_run(metrics_path: Path) -> Run:
+    run_dir = metrics_path.parent
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    config = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+    settings = {k: v for k, v in flatten(config).items() if not k.startswith(IGNORED)}
+    steps = np.array([row["global_step"] for row in rows], dtype=float)
+    returns = np.array([row["rollout/episode_return"] for row in rows], dtype=float)
+    final = json.loads((run_dir / "eval.json").read_text()) if (run_dir / "eval.json").is_file() else {}
+    wall = final.get("time/wall_s", sum(row["time/collect_s"] + row["time/update_s"] for row in rows))
+    return Run(config["env_id"], settings, steps, returns, final.get("eval/episode_return", float(returns[-1])), wall)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat |= flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
+    return flat
+
+
+def group_runs(runs: list[Run]) -> dict[str, dict[str, list[Run]]]:
+    """{env: {label: runs}}, the label naming the settings that differ between that env's runs."""
+    groups: dict[str, dict[str, list[Run]]] = {}
+    for env_id in sorted({run.env_id for run in runs}):
+        env_runs = [run for run in runs if run.env_id == env_id]
+        varying = sorted(k for k in env_runs[0].settings if len({run.settings.get(k) for run in env_runs}) > 1)
+        for run in env_runs:
+            label = " ".join(f"{k}={run.settings.get(k)}" for k in varying) or "default"
+            groups.setdefault(env_id, {}).setdefault(label, []).append(run)
+    return groups
+
+
+def bootstrap_ci(samples: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """95% percentile bootstrap interval of the mean over axis 0 (seeds)."""
+    index = rng.integers(0, len(samples), size=(BOOTSTRAP_SAMPLES, len(samples)))
+    means = samples[index].mean(axis=1)
+    return np.percentile(means, 2.5, axis=0), np.percentile(means, 97.5, axis=0)
+
+
+def curve(runs: list[Run]) -> tuple[np.ndarray, np.ndarray]:
+    """Training returns of each run interpolated onto a common step grid: (grid, [seeds, points])."""
+    grid = np.linspace(0, min(run.steps[-1] for run in runs), CURVE_POINTS)
+    return grid, np.stack([np.interp(grid, run.steps, run.returns) for run in runs])
+
+
+def write_report(directories: list[Path], out: Path) -> str:
+    """Writes <env>.png per env and results.md into out; returns the Markdown table."""
+    paths = sorted(p for d in directories for p in d.rglob("metrics.jsonl"))
+    if not paths:
+        raise ValueError(f"no metrics.jsonl found below {[str(d) for d in directories]}")
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    lines = ["| env | setting | seeds | steps | final return (mean) | 95% CI | wall time (s, mean) |",
+             "|---|---|---|---|---|---|---|"]
+    for env_id, groups in group_runs([load_run(p) for p in paths]).items():
+        figure, axes = plt.subplots(figsize=(7, 4.5))
+        for label, runs in groups.items():
+            grid, returns = curve(runs)
+            low, high = bootstrap_ci(returns, rng)
+            axes.plot(grid, returns.mean(axis=0), label=f"{label} ({len(runs)} seeds)")
+            axes.fill_between(grid, low, high, alpha=0.25)
+            finals = np.array([run.final_return for run in runs])
+            final_low, final_high = bootstrap_ci(finals, rng)
+            steps = int(np.mean([run.steps[-1] for run in runs]))
+            lines.append(f"| {env_id} | {label} | {len(runs)} | {steps} | {finals.mean():.1f} | "
+                         f"[{final_low:.1f}, {final_high:.1f}] | {np.mean([run.wall_s for run in runs]):.0f} |")
+        axes.set(title=env_id, xlabel="environment steps", ylabel="training episode return")
+        axes.legend(fontsize="small")
+        axes.grid(alpha=0.3)
+        figure.tight_layout()
+        figure.savefig(out / f"{env_id}.png", dpi=120)
+        plt.close(figure)
+    table = "\n".join(lines) + "\n"
+    (out / "results.md").write_text(table)
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Learning curves and a results table from run directories.")
+    parser.add_argument("directories", nargs="+", type=Path, help="run or sweep directories, searched recursively")
+    parser.add_argument("--out", type=Path, default=Path("runs/report"), help="where the PNGs and results.md go")
+    args = parser.parse_args()
+    try:
+        print(write_report(args.directories, args.out), end="")
+    except ValueError as error:
+        parser.exit(2, f"error: {error}\n")
+
+
+if __name__ == "__main__":
+    main()
