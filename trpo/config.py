@@ -117,6 +117,7 @@ class LoggerConfig:
 @dataclass
 class CheckpointConfig:
     every: int = 10  # iterations between checkpoints; one is also written at the end and on SIGINT/SIGTERM
+    resume: bool = False  # continue from the run directory's latest checkpoint when there is one (requeued jobs)
 
     def __post_init__(self):
         _check("checkpoint", "every", self.every, self.every >= 1, "must be an integer >= 1")

@@ -20,10 +20,18 @@ class RunLogger:
     config: logger settings.
     run_config: the whole run configuration, stored with the W&B run (its env_id and algo.name tag it).
     total_steps: the progress bar's length.
+    resumed_iteration: the checkpoint's iteration when resuming (0 for a new run): metrics.jsonl keeps
+        the lines up to it, so a resumed run has no duplicate or missing iterations.
     """
 
-    def __init__(self, run_dir: Path, config: LoggerConfig, run_config: dict, total_steps: int):
-        self.metrics_file = open(run_dir / "metrics.jsonl", "a")
+    def __init__(self, run_dir: Path, config: LoggerConfig, run_config: dict, total_steps: int,
+                 resumed_iteration: int = 0):
+        metrics_path = run_dir / "metrics.jsonl"
+        if metrics_path.exists():  # keep what the checkpoint covers; later lines are logged again
+            kept = [line for line in metrics_path.read_text().splitlines(keepends=True)
+                    if line.strip() and json.loads(line)["iteration"] <= resumed_iteration]
+            metrics_path.write_text("".join(kept))
+        self.metrics_file = open(metrics_path, "a")
         env_id, algo = run_config["env_id"], run_config["algo"]["name"]
         # An explicit mode beats WANDB_MODE, so offline never prompts for a login. Runs of one sweep
         # share a group and runs of one env a job type, so W&B's grouped view shows mean and spread.

@@ -23,7 +23,7 @@ from trpo import checkpoint, collector
 from trpo.advantages import gae
 from trpo.collector import Rollout
 from trpo.config import AlgoConfig, Config
-from trpo.envs import check_env_id, make_envs, reward_normalizer_state
+from trpo.envs import check_env_id, load_reward_normalizer_state, make_envs, reward_normalizer_state
 from trpo.evaluate import evaluate_policy
 from trpo.logger import RunLogger
 from trpo.policy import CategoricalPolicy, GaussianPolicy, ObservationNormalizer, Policy, ValueNetwork
@@ -49,10 +49,10 @@ def train(config: Config, run_dir: Path) -> float:
     acting_policy = policy if device.type == "cpu" else copy.deepcopy(policy).cpu()
     optimizer = torch.optim.Adam(value.parameters(), lr=config.algo.value_lr)
     generator = torch.Generator().manual_seed(config.seed)
+    global_step, iteration = resume(run_dir, config, policy, value, optimizer, envs, generator)
     logger = RunLogger(run_dir, config.logger, OmegaConf.to_container(OmegaConf.structured(config)),
-                       config.total_steps)
-    state = collector.start(envs, config.seed)
-    global_step, iteration = 0, 0
+                       config.total_steps, iteration)
+    state = collector.start(envs, config.seed + iteration)
     with checkpoint.GracefulStop() as stop:
         while global_step < config.total_steps and not stop.requested:
             started = time.perf_counter()
@@ -131,6 +131,24 @@ def save_checkpoint(run_dir: Path, policy: Policy, value: ValueNetwork, optimize
         "reward_normalizer": reward_normalizer_state(envs), "rng": checkpoint.rng_state(generator),
         "global_step": global_step, "iteration": iteration,
     })
+
+
+def resume(run_dir: Path, config: Config, policy: Policy, value: ValueNetwork, optimizer: torch.optim.Optimizer,
+           envs: gym.vector.VectorEnv, generator: torch.Generator) -> tuple[int, int]:
+    """Load the latest checkpoint when checkpoint.resume is on and one exists; returns (global_step, iteration).
+
+    The environments restart their episodes (seeded by seed + iteration): simulator states are not saved.
+    """
+    if not (config.checkpoint.resume and (run_dir / "checkpoints" / checkpoint.LATEST).is_file()):
+        return 0, 0
+    saved = checkpoint.load(run_dir / "checkpoints")
+    policy.load_state_dict(saved["policy"])
+    value.load_state_dict(saved["value"])
+    optimizer.load_state_dict(saved["optimizer"])
+    load_reward_normalizer_state(envs, saved["reward_normalizer"])
+    checkpoint.restore_rng_state(saved["rng"], generator)
+    log.info("resumed from %s at step %d", run_dir / "checkpoints", saved["global_step"])
+    return saved["global_step"], saved["iteration"]
 
 
 def resolve_device(name: str) -> torch.device:
