@@ -82,3 +82,17 @@ def test_value_on_a_truncated_constant_reward_env_approaches_one_over_one_minus_
     with torch.no_grad():
         predictions = value(batch["obs"])
     torch.testing.assert_close(predictions, torch.full_like(predictions, 10.0), rtol=0.05, atol=0)
+
+
+def test_async_vector_env_gives_the_same_rollout_as_sync():
+    rollouts = []
+    for vectorization in ("sync", "async"):
+        envs = make_envs("Pendulum-v1", EnvConfig(num_envs=2, vectorization=vectorization), gamma=0.99)
+        torch.manual_seed(0)
+        policy = GaussianPolicy(3, 1)
+        rollouts.append(collector.collect(envs, policy, collector.start(envs, seed=0), num_steps=210))
+        envs.close()
+    sync, async_ = rollouts
+    assert sync.dones.any()  # crosses an episode end (Pendulum truncates at 200 steps)
+    for name in ("obs", "actions", "rewards", "next_obs", "dones"):
+        assert torch.equal(getattr(sync, name), getattr(async_, name)), name
