@@ -37,6 +37,7 @@ class Run:
 def load_run(metrics_path: Path) -> Run:
     run_dir = metrics_path.parent
     rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    rows = [row for row in rows if row.get("rollout/episodes", 1) > 0]  # no return before the first episode ends
     config = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
     settings = {k: v for k, v in flatten(config).items() if not k.startswith(IGNORED)}
     steps = np.array([row["global_step"] for row in rows], dtype=float)
