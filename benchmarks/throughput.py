@@ -1,0 +1,132 @@
+"""Training throughput against the simulator's own speed, in one run on one machine.
+
+    python benchmarks/throughput.py [--env HalfCheetah-v4] [--steps 200000] [--peers]
+
+(a) raw simulator steps/s: the preset's vector env (same envs, vectorization, autoreset mode,
+    wrappers) stepped with pre-drawn random actions;
+(b) our end-to-end training steps/s with the env's preset (updates, logging, W&B offline included);
+(c) the split of our wall time by phase, from a profiled run of the same length (cProfile
+    cumulative times of the phase functions, as fractions: profiling inflates absolute times);
+(d) with --peers: Stable-Baselines3-contrib's TRPO with the RL Zoo settings (the optional `bench`
+    extra), for the same number of steps.
+Ratios are what to compare across machines: (b)/(a) and (b)/(d).
+"""
+
+import argparse
+import cProfile
+import pstats
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from trpo.config import Config
+from trpo.envs import make_envs
+from trpo.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+# Phase -> the function whose cumulative time is that phase (trpo.update.trpo_step's remainder is the
+# surrogate gradient and the step length).
+PHASES = {
+    "collect": ("trpo/collector.py", "collect"),
+    "values + GAE": ("trpo/train.py", "advantage_batch"),
+    "policy step (all)": ("trpo/update.py", "trpo_step"),
+    "  conjugate gradient": ("trpo/linalg.py", "conjugate_gradient_with_residual"),
+    "  line search": ("trpo/trust_region.py", "line_search"),
+    "value fit": ("trpo/update.py", "fit_value"),
+    "logging": ("trpo/logger.py", "log"),
+    "checkpoints": ("trpo/train.py", "save_checkpoint"),
+}
+
+
+def preset(env_id: str, steps: int) -> Config:
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", [f"env={env_id}", f"total_steps={steps}", "logger.progress_bar=false",
+                                 "eval.episodes=1", f"checkpoint.every={10**9}"])
+    cfg.env_id = env_id
+    return OmegaConf.to_object(cfg)
+
+
+def raw_steps_per_second(config: Config, steps: int) -> float:
+    envs = make_envs(config.env_id, config.env, config.algo.gamma)
+    space = envs.action_space
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(space.low, space.high, size=(64, *space.shape)).astype(space.dtype)
+    envs.reset(seed=0)
+    iterations = steps // envs.num_envs
+    started = time.perf_counter()
+    for i in range(iterations):
+        envs.step(actions[i % 64])
+    elapsed = time.perf_counter() - started
+    envs.close()
+    return iterations * envs.num_envs / elapsed
+
+
+def training_steps_per_second(config: Config) -> float:
+    with tempfile.TemporaryDirectory() as run_dir:
+        config.logger.wandb_mode = "offline"
+        started = time.perf_counter()
+        train(config, Path(run_dir))
+        return config.total_steps / (time.perf_counter() - started)
+
+
+def phase_split(config: Config) -> dict[str, float]:
+    config.logger.wandb_mode = "disabled"
+    profile = cProfile.Profile()
+    with tempfile.TemporaryDirectory() as run_dir:
+        profile.runcall(train, config, Path(run_dir))
+    stats = pstats.Stats(profile).stats
+    total = max(cumulative for (_, _, name), (_, _, _, cumulative, _) in stats.items() if name == "train")
+    split = {}
+    for phase, (file, function) in PHASES.items():
+        split[phase] = sum(cumulative for (path, _, name), (_, _, _, cumulative, _) in stats.items()
+                           if path.endswith(file) and name == function) / total
+    return split
+
+
+# The RL Zoo's TRPO settings for the MuJoCo -v4 envs (rl-baselines3-zoo, hyperparams/trpo.yml):
+# 2 envs with VecNormalize, and these arguments, plus per-env changes.
+RL_ZOO_TRPO = dict(batch_size=128, n_steps=1024, gamma=0.99, gae_lambda=0.95, sub_sampling_factor=1,
+                   cg_max_steps=25, cg_damping=0.1, n_critic_updates=20, learning_rate=1e-3)
+RL_ZOO_TRPO_ENV = {"HalfCheetah-v4": dict(target_kl=0.04), "Swimmer-v4": dict(gamma=0.9999)}
+
+
+def sb3_steps_per_second(env_id: str, steps: int) -> float:
+    """SB3-contrib TRPO with the RL Zoo's settings."""
+    from sb3_contrib import TRPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    envs = VecNormalize(make_vec_env(env_id, n_envs=2, seed=0))
+    model = TRPO("MlpPolicy", envs, seed=0, device="cpu", **(RL_ZOO_TRPO | RL_ZOO_TRPO_ENV.get(env_id, {})))
+    started = time.perf_counter()
+    model.learn(total_timesteps=steps)
+    return steps / (time.perf_counter() - started)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="HalfCheetah-v4")
+    parser.add_argument("--steps", type=int, default=200_000)
+    parser.add_argument("--peers", action="store_true", help="also time the peers (pip install -e '.[bench]')")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"{args.env}, {args.steps} steps, torch {torch.__version__}, preset conf/env/{args.env}.yaml")
+    raw = raw_steps_per_second(preset(args.env, args.steps), args.steps)
+    ours = training_steps_per_second(preset(args.env, args.steps))
+    print(f"(a) raw simulator: {raw:.0f} steps/s")
+    print(f"(b) trpo training: {ours:.0f} steps/s   (b)/(a) = {ours / raw:.2f}")
+    print("(c) share of training wall time (profiled run):")
+    for phase, share in phase_split(preset(args.env, args.steps)).items():
+        print(f"    {phase:<22} {share:6.1%}")
+    if args.peers:
+        peer = sb3_steps_per_second(args.env, args.steps)
+        print(f"(d) SB3-contrib TRPO (RL Zoo settings): {peer:.0f} steps/s   (b)/(d) = {ours / peer:.2f}")
+
+
+if __name__ == "__main__":
+    main()
