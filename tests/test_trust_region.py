@@ -76,3 +76,20 @@ def test_natural_gradient_step_takes_the_full_step_even_when_it_loses():
     assert result.accepted.item() and result.step_fraction.item() == 1.0 and result.kl.item() == 0.7
     rejected = natural_gradient_step(scripted([0.7], [-0.3])[0], PARAMS, STEP, valid=torch.tensor(False))
     assert torch.equal(rejected.params, PARAMS) and not rejected.accepted.item()
+
+
+@pytest.mark.parametrize("kls, gains", [([0.5, 0.02, 0.005, 0.001], [1.0, 0.3, 0.2, 0.1]),  # third passes
+                                         ([0.001] * 4, [1.0] * 4),  # the full step passes
+                                         ([0.5] * 4, [1.0] * 4)])  # none passes
+def test_stop_at_first_gives_the_full_search_result_after_fewer_evaluations(kls, gains):
+    results, evaluations = [], []
+    for stop_at_first in (False, True):
+        evaluate, seen = scripted(kls, gains)
+        results.append(line_search(evaluate, PARAMS, STEP, torch.tensor(1.0), max_kl=0.01, max_backtracks=4,
+                                   backtrack_ratio=0.5, accept_ratio=0.1, stop_at_first=stop_at_first))
+        evaluations.append(len(seen))
+    full, early = results
+    for name in ("params", "kl", "surrogate_gain", "step_fraction", "accepted", "line_search_steps"):
+        assert torch.equal(getattr(full, name), getattr(early, name)), name
+    passed = int(full.line_search_steps) + 1 if full.accepted else 4
+    assert evaluations == [4, passed]

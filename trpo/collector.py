@@ -52,18 +52,16 @@ def collect(envs: gym.vector.VectorEnv, policy: Policy, state: CollectorState, n
     obs_buffer = torch.empty((T, N, *obs_shape))
     next_obs_buffer = torch.empty((T, N, *obs_shape))
     actions = torch.empty((T, N, *space.shape), dtype=torch.float32 if continuous else torch.int64)
-    log_probs, rewards = torch.empty(T, N), torch.empty(T, N)
+    rewards = torch.empty(T, N)
     terminated, dones = torch.empty(T, N, dtype=torch.bool), torch.empty(T, N, dtype=torch.bool)
     valid = torch.ones(T, N, dtype=torch.bool)
+    noise = policy.action_noise(T, N)  # one draw per rollout: the step loop only runs the network
 
     for t in range(T):
         obs_buffer[t] = torch.from_numpy(state.obs)
-        with torch.inference_mode():
-            dist = policy.dist(obs_buffer[t])
-            action = dist.sample()
-            log_probs[t] = dist.log_prob(action)
-        actions[t] = action
-        env_action = action.numpy()
+        with torch.no_grad():
+            actions[t] = policy.act(obs_buffer[t], noise[t])
+        env_action = actions[t].numpy()
         if continuous:  # the env gets the clipped action; the rollout keeps the sample and its log-prob
             env_action = np.clip(env_action, space.low, space.high)
         next_obs, reward, term, trunc, info = envs.step(env_action)
@@ -83,4 +81,6 @@ def collect(envs: gym.vector.VectorEnv, policy: Policy, state: CollectorState, n
             state.episode_returns.extend(info["episode"]["r"][ended].tolist())
             state.episode_lengths.extend(info["episode"]["l"][ended].tolist())
         state.obs = next_obs
+    with torch.no_grad():  # log pi_old(a|s) of the whole rollout in one batched call
+        log_probs = policy.dist(obs_buffer.flatten(0, 1)).log_prob(actions.flatten(0, 1)).view(T, N)
     return Rollout(obs_buffer, actions, log_probs, rewards, next_obs_buffer, terminated, dones, valid)

@@ -1,7 +1,9 @@
 """Step length from the quadratic KL model and the KL-bounded backtracking line search.
 
-Candidates are all evaluated, then one is chosen with tensor ops, so nothing reads a value back to
-the host: the search runs on the GPU without synchronization.
+By default the candidates are all evaluated, then one is chosen with tensor ops, so nothing reads a
+value back to the host: the search runs on the GPU without synchronization. On the CPU, where a read
+is free, `stop_at_first` evaluates them in order and stops at the first that passes (the same result
+for a fraction of the work: the full step usually passes).
 """
 
 from dataclasses import dataclass
@@ -43,6 +45,7 @@ def line_search(
     backtrack_ratio: float = 0.8,
     accept_ratio: float = 0.1,
     valid: Tensor | None = None,
+    stop_at_first: bool = False,
 ) -> LineSearchResult:
     """Take the first theta_old + backtrack_ratio^k step (k = 0..max_backtracks-1) that passes.
 
@@ -55,13 +58,26 @@ def line_search(
     backtrack_ratio: shrink factor between candidates, in (0, 1).
     accept_ratio: ... and surrogate gain > 0 and >= accept_ratio * fraction * expected_gain.
     valid: a bool tensor; False rejects every candidate (the update guard).
+    stop_at_first: evaluate candidates in order until one passes (reads each verdict on the host).
     """
     fractions = backtrack_ratio ** torch.arange(max_backtracks, device=params.device, dtype=params.dtype)
-    kls, gains = zip(*(evaluate(params + fraction * step) for fraction in fractions))
-    kl, gain = torch.stack(kls), torch.stack(gains)
-    passes = (kl <= max_kl) & (gain > 0) & (gain >= accept_ratio * fractions * expected_gain)
-    if valid is not None:
-        passes = passes & valid
+    valid = torch.ones((), dtype=torch.bool, device=params.device) if valid is None else valid
+
+    def verdict(kl: Tensor, gain: Tensor, fraction: Tensor) -> Tensor:
+        return (kl <= max_kl) & (gain > 0) & (gain >= accept_ratio * fraction * expected_gain) & valid
+
+    kls, gains, passes = [], [], []
+    for fraction in fractions:
+        kl, gain = evaluate(params + fraction * step)
+        kls.append(kl)
+        gains.append(gain)
+        passes.append(verdict(kl, gain, fraction))
+        if stop_at_first and bool(passes[-1]):
+            break
+    unevaluated = max_backtracks - len(passes)  # only after an early stop; they do not pass
+    kl = torch.cat([torch.stack(kls), kl.new_zeros(unevaluated)])
+    gain = torch.cat([torch.stack(gains), gain.new_zeros(unevaluated)])
+    passes = torch.cat([torch.stack(passes), passes[-1].new_zeros(unevaluated)])
     accepted = passes.any()
     first = passes.to(torch.int8).argmax()  # the first passing index (0 when none passes)
     chosen = params + fractions[first] * step

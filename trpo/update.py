@@ -65,6 +65,7 @@ def trpo_step(
         result = line_search(
             evaluate, theta_old, step, expected_gain, config.max_kl,
             config.max_backtracks, config.backtrack_ratio, config.accept_ratio, valid,
+            stop_at_first=obs.device.type == "cpu",
         )
     else:
         result = natural_gradient_step(evaluate, theta_old, step, valid)
