@@ -72,7 +72,6 @@ class EnvConfig:
 
     num_envs: int = 8
     vectorization: str = "sync"  # sync: 3 to 5 times faster than async for MuJoCo on 2 cores
-    subprocess: bool = False  # step the envs in one child process, in two groups, while the trainer acts
     autoreset_mode: str = "same_step"
     normalize_observations: bool = True
     observation_clip: float = 10.0
@@ -85,11 +84,6 @@ class EnvConfig:
         _check("env", "autoreset_mode", self.autoreset_mode, self.autoreset_mode in AUTORESET_MODES,
                f"choose one of {AUTORESET_MODES}")
         _check("env", "observation_clip", self.observation_clip, self.observation_clip > 0, "must be > 0")
-        if self.subprocess:
-            _check("env", "num_envs", self.num_envs, self.num_envs >= 2,
-                   "env.subprocess=true steps two groups of envs: use num_envs >= 2")
-            _check("env", "vectorization", self.vectorization, self.vectorization == "sync",
-                   "env.subprocess=true already runs the envs in a child process: use vectorization=sync")
 
 
 @dataclass

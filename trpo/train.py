@@ -1,7 +1,6 @@
 """Training entry point: `python -m trpo.train env=HalfCheetah-v4 [overrides]`."""
 
 import copy
-from concurrent.futures import Future, ThreadPoolExecutor
 import json
 import logging
 import random
@@ -24,8 +23,7 @@ from trpo import checkpoint, collector
 from trpo.advantages import gae
 from trpo.collector import Rollout
 from trpo.config import AlgoConfig, Config
-from trpo.env_groups import EnvGroups
-from trpo.envs import check_env_id
+from trpo.envs import check_env_id, load_reward_normalizer_state, make_envs, reward_normalizer_state
 from trpo.evaluate import evaluate_policy
 from trpo.logger import RunLogger
 from trpo.policy import CategoricalPolicy, GaussianPolicy, ObservationNormalizer, Policy, ValueNetwork
@@ -45,8 +43,7 @@ def train(config: Config, run_dir: Path) -> float:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
     seed_everything(config.seed, config.torch_threads)
-    envs = EnvGroups(config.env_id, config.env, config.algo.gamma, groups=2 if config.env.subprocess else 1,
-                     subprocess=config.env.subprocess)
+    envs = make_envs(config.env_id, config.env, config.algo.gamma)
     policy, value = (m.to(device) for m in build_models(config, envs.single_observation_space,
                                                         envs.single_action_space))
     acting_policy = policy if device.type == "cpu" else copy.deepcopy(policy).cpu()
@@ -56,32 +53,28 @@ def train(config: Config, run_dir: Path) -> float:
     logger = RunLogger(run_dir, config.logger, OmegaConf.to_container(OmegaConf.structured(config)),
                        config.total_steps, iteration)
     state = collector.start(envs, config.seed + iteration)
-    with checkpoint.GracefulStop() as stop, ThreadPoolExecutor(max_workers=1) as background:
-        unlogged = None  # the last iteration's metrics and its value fit, which runs during the next collection
+    with checkpoint.GracefulStop() as stop:
         while global_step < config.total_steps and not stop.requested:
             started = time.perf_counter()
             rollout = collector.collect(envs, acting_policy, state, config.steps_per_env)
             collected = time.perf_counter()
-            unlogged = log_iteration(logger, unlogged)  # waits for the value fit: advantages need it
             batch = advantage_batch(rollout, value, config.algo, device)
             metrics = trpo_step(policy, batch["obs"], batch["actions"], batch["log_probs"], batch["advantages"],
                                 config.algo, generator)
+            metrics |= fit_value(value, optimizer, batch["obs"], batch["returns"], config.algo.value_epochs,
+                                 config.algo.value_minibatch_size, generator)
             if config.env.normalize_observations:  # after the update, so log pi_old matches theta_old
                 policy.normalizer.update(batch["obs"])
             if acting_policy is not policy:
                 acting_policy.load_state_dict(policy.state_dict())
-            value_fit = background.submit(fit_value, value, optimizer, batch["obs"], batch["returns"],
-                                          config.algo.value_epochs, config.algo.value_minibatch_size, generator)
             global_step += rollout.rewards.numel()
             iteration += 1
             elapsed = time.perf_counter() - started
-            unlogged = ({"global_step": global_step, "iteration": iteration, **episode_metrics(state), **metrics,
-                         "time/sps": rollout.rewards.numel() / elapsed, "time/collect_s": collected - started,
-                         "time/update_s": time.perf_counter() - collected}, value_fit)
+            logger.log({"global_step": global_step, "iteration": iteration, **episode_metrics(state), **metrics,
+                        "time/sps": rollout.rewards.numel() / elapsed, "time/collect_s": collected - started,
+                        "time/update_s": time.perf_counter() - collected})
             if iteration % config.checkpoint.every == 0:
-                unlogged = log_iteration(logger, unlogged)
                 save_checkpoint(run_dir, policy, value, optimizer, envs, generator, global_step, iteration)
-        log_iteration(logger, unlogged)
     save_checkpoint(run_dir, policy, value, optimizer, envs, generator, global_step, iteration)  # end or signal
     envs.close()
     returns = evaluate_policy(config.env_id, acting_policy, config.eval.episodes, config.seed)
@@ -95,13 +88,6 @@ def train(config: Config, run_dir: Path) -> float:
     log.info(message)
     print(message)
     return final["eval/episode_return"]
-
-
-def log_iteration(logger: RunLogger, unlogged: tuple[dict, Future] | None) -> None:
-    """Log an iteration's metrics once its value fit has finished (nothing when there is none)."""
-    if unlogged is not None:
-        metrics, value_fit = unlogged
-        logger.log(metrics | value_fit.result())
 
 
 def advantage_batch(rollout: Rollout, value: ValueNetwork, algo: AlgoConfig, device: torch.device) -> dict[str, Tensor]:
@@ -139,16 +125,16 @@ def build_models(config: Config, observation_space: gym.Space, action_space: gym
 
 
 def save_checkpoint(run_dir: Path, policy: Policy, value: ValueNetwork, optimizer: torch.optim.Optimizer,
-                    envs: EnvGroups, generator: torch.Generator, global_step: int, iteration: int) -> None:
+                    envs: gym.vector.VectorEnv, generator: torch.Generator, global_step: int, iteration: int) -> None:
     checkpoint.save(run_dir / "checkpoints", {
         "policy": policy.state_dict(), "value": value.state_dict(), "optimizer": optimizer.state_dict(),
-        "reward_normalizers": envs.reward_normalizer_state(), "rng": checkpoint.rng_state(generator),
+        "reward_normalizer": reward_normalizer_state(envs), "rng": checkpoint.rng_state(generator),
         "global_step": global_step, "iteration": iteration,
     })
 
 
 def resume(run_dir: Path, config: Config, policy: Policy, value: ValueNetwork, optimizer: torch.optim.Optimizer,
-           envs: EnvGroups, generator: torch.Generator) -> tuple[int, int]:
+           envs: gym.vector.VectorEnv, generator: torch.Generator) -> tuple[int, int]:
     """Load the latest checkpoint when checkpoint.resume is on and one exists; returns (global_step, iteration).
 
     The environments restart their episodes (seeded by seed + iteration): simulator states are not saved.
@@ -159,7 +145,7 @@ def resume(run_dir: Path, config: Config, policy: Policy, value: ValueNetwork, o
     policy.load_state_dict(saved["policy"])
     value.load_state_dict(saved["value"])
     optimizer.load_state_dict(saved["optimizer"])
-    envs.load_reward_normalizer_state(saved["reward_normalizers"])
+    load_reward_normalizer_state(envs, saved["reward_normalizer"])
     checkpoint.restore_rng_state(saved["rng"], generator)
     log.info("resumed from %s at step %d", run_dir / "checkpoints", saved["global_step"])
     return saved["global_step"], saved["iteration"]
