@@ -43,10 +43,10 @@ PHASES = {
 }
 
 
-def preset(env_id: str, steps: int) -> Config:
+def preset(env_id: str, steps: int, overrides: list[str]) -> Config:
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", [f"env={env_id}", f"total_steps={steps}", "logger.progress_bar=false",
-                                 "eval.episodes=1", f"checkpoint.every={10**9}"])
+                                 "eval.episodes=1", f"checkpoint.every={10**9}", *overrides])
     cfg.env_id = env_id
     return OmegaConf.to_object(cfg)
 
@@ -113,15 +113,16 @@ def main():
     parser.add_argument("--env", default="HalfCheetah-v4")
     parser.add_argument("--steps", type=int, default=200_000)
     parser.add_argument("--peers", action="store_true", help="also time the peers (pip install -e '.[bench]')")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for our runs, e.g. algo.fisher_subsample=0.25")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"{args.env}, {args.steps} steps, torch {torch.__version__}, preset conf/env/{args.env}.yaml")
-    raw = raw_steps_per_second(preset(args.env, args.steps), args.steps)
-    ours = training_steps_per_second(preset(args.env, args.steps))
+    raw = raw_steps_per_second(preset(args.env, args.steps, args.overrides), args.steps)
+    ours = training_steps_per_second(preset(args.env, args.steps, args.overrides))
     print(f"(a) raw simulator: {raw:.0f} steps/s")
     print(f"(b) trpo training: {ours:.0f} steps/s   (b)/(a) = {ours / raw:.2f}")
     print("(c) share of training wall time (profiled run):")
-    for phase, share in phase_split(preset(args.env, args.steps)).items():
+    for phase, share in phase_split(preset(args.env, args.steps, args.overrides)).items():
         print(f"    {phase:<22} {share:6.1%}")
     if args.peers:
         peer = sb3_steps_per_second(args.env, args.steps)
