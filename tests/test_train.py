@@ -140,13 +140,13 @@ def test_env_id_override_points_to_env(tmp_path):
 
 
 def test_resume_continues_from_the_checkpoint_without_duplicate_iterations(tmp_path):
-    first = composed("CartPole-v1", "debug=smoke", "checkpoint.resume=true")
+    first = composed("CartPole-v1", "debug=smoke", "checkpoint.resume=auto")
     train(first, tmp_path)
     saved = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)
     assert (saved["iteration"], saved["global_step"]) == (2, 256)
     with open(tmp_path / "metrics.jsonl", "a") as metrics:  # a line logged after the checkpoint, then a crash
         metrics.write(json.dumps({"iteration": 3, "global_step": 384}) + "\n")
-    train(composed("CartPole-v1", "debug=smoke", "checkpoint.resume=true", "total_steps=512"), tmp_path)
+    train(composed("CartPole-v1", "debug=smoke", "checkpoint.resume=auto", "total_steps=512"), tmp_path)
     rows = read_metrics(tmp_path)
     assert [row["iteration"] for row in rows] == [1, 2, 3, 4]
     assert [row["global_step"] for row in rows] == [128, 256, 384, 512]

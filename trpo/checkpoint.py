@@ -39,6 +39,15 @@ def restore_rng_state(state: dict, generator: torch.Generator) -> None:
     random.setstate(state["python"])
 
 
+class Stopped(Exception):
+    """The run stopped on SIGINT or SIGTERM after writing its checkpoint."""
+
+    def __init__(self, number: int, global_step: int, run_dir: Path):
+        self.signal = number
+        super().__init__(f"stopped by {signal.Signals(number).name} at step {global_step}; checkpoint in "
+                         f"{run_dir / 'checkpoints'}")
+
+
 class GracefulStop:
     """SIGINT/SIGTERM ask the loop to stop after the current iteration; a second SIGINT stops at once.
 

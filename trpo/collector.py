@@ -35,9 +35,12 @@ class CollectorState:
     episode_lengths: list[int] = field(default_factory=list)
 
 
-def start(envs: gym.vector.VectorEnv, seed: int) -> CollectorState:
+def start(envs: gym.vector.VectorEnv, seed: int, episode_returns: list[float] | None = None,
+          episode_lengths: list[int] | None = None) -> CollectorState:
+    """Reset the envs; a resumed run passes the returns and lengths of the episodes it finished before."""
     obs, _ = envs.reset(seed=seed)
-    return CollectorState(obs=obs, resetting=np.zeros(envs.num_envs, dtype=bool))
+    return CollectorState(obs=obs, resetting=np.zeros(envs.num_envs, dtype=bool),
+                          episode_returns=list(episode_returns or []), episode_lengths=list(episode_lengths or []))
 
 
 def collect(envs: gym.vector.VectorEnv, policy: Policy, state: CollectorState, num_steps: int) -> Rollout:

@@ -2,7 +2,14 @@
 
 from dataclasses import dataclass, field
 
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
 from trpo.policy import ACTIVATIONS
+
+# conf/config.yaml: a resumed run writes into the run directory it continues.
+OmegaConf.register_new_resolver("resume_or", lambda resume, default: default if resume is None else resume,
+                                replace=True)
 
 ALGO_NAMES = ("trpo", "npg")
 FISHER_METHOD_CHOICES = ("auto", "analytic", "autograd")
@@ -64,6 +71,7 @@ VECTORIZATIONS = ("sync", "async")
 AUTORESET_MODES = ("same_step", "next_step")
 DEVICES = ("auto", "cpu", "cuda")
 WANDB_MODES = ("offline", "online", "disabled")
+RESUME_MODES = ("never", "auto")
 
 
 @dataclass
@@ -117,10 +125,11 @@ class LoggerConfig:
 @dataclass
 class CheckpointConfig:
     every: int = 10  # iterations between checkpoints; one is also written at the end and on SIGINT/SIGTERM
-    resume: bool = False  # continue from the run directory's latest checkpoint when there is one (requeued jobs)
+    resume: str = "never"  # auto: continue from the run directory's latest checkpoint when there is one (requeued jobs)
 
     def __post_init__(self):
         _check("checkpoint", "every", self.every, self.every >= 1, "must be an integer >= 1")
+        _check("checkpoint", "resume", self.resume, self.resume in RESUME_MODES, f"choose one of {RESUME_MODES}")
 
 
 @dataclass
@@ -147,6 +156,7 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    resume: str | None = None  # a run directory to continue, with the config saved there
 
     @property
     def batch_size(self) -> int:
@@ -159,3 +169,6 @@ class Config:
         _check("", "torch_threads", self.torch_threads, self.torch_threads >= 1, "must be an integer >= 1")
         _check("", "total_steps", self.total_steps, self.total_steps >= self.batch_size,
                f"must be at least one batch, steps_per_env * env.num_envs = {self.batch_size}")
+
+
+ConfigStore.instance().store(name="schema", node=Config)  # conf/config.yaml's defaults start with it

@@ -13,13 +13,12 @@ import gymnasium as gym
 import hydra
 import numpy as np
 import torch
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from trpo import checkpoint, collector
+from trpo import checkpoint, collector, command_line
 from trpo.advantages import gae
 from trpo.collector import Rollout
 from trpo.config import AlgoConfig, Config
@@ -30,7 +29,6 @@ from trpo.policy import CategoricalPolicy, GaussianPolicy, ObservationNormalizer
 from trpo.update import fit_value, trpo_step
 
 log = logging.getLogger(__name__)
-ConfigStore.instance().store(name="schema", node=Config)
 
 
 def train(config: Config, run_dir: Path) -> float:
@@ -49,40 +47,50 @@ def train(config: Config, run_dir: Path) -> float:
     acting_policy = policy if device.type == "cpu" else copy.deepcopy(policy).cpu()
     optimizer = torch.optim.Adam(value.parameters(), lr=config.algo.value_lr)
     generator = torch.Generator().manual_seed(config.seed)
-    global_step, iteration = resume(run_dir, config, policy, value, optimizer, envs, generator)
+    global_step, iteration, *episodes = resume(run_dir, config, policy, value, optimizer, envs, generator)
     logger = RunLogger(run_dir, config.logger, OmegaConf.to_container(OmegaConf.structured(config)),
                        config.total_steps, iteration)
-    state = collector.start(envs, config.seed + iteration)
-    with checkpoint.GracefulStop() as stop:
-        while global_step < config.total_steps and not stop.requested:
-            started = time.perf_counter()
-            rollout = collector.collect(envs, acting_policy, state, config.steps_per_env)
-            collected = time.perf_counter()
-            batch = advantage_batch(rollout, value, config.algo, device)
-            metrics = trpo_step(policy, batch["obs"], batch["actions"], batch["log_probs"], batch["advantages"],
-                                config.algo, generator)
-            metrics |= fit_value(value, optimizer, batch["obs"], batch["returns"], config.algo.value_epochs,
-                                 config.algo.value_minibatch_size, generator)
-            if config.env.normalize_observations:  # after the update, so log pi_old matches theta_old
-                policy.normalizer.update(batch["obs"])
-            if acting_policy is not policy:
-                acting_policy.load_state_dict(policy.state_dict())
-            global_step += rollout.rewards.numel()
-            iteration += 1
-            elapsed = time.perf_counter() - started
-            logger.log({"global_step": global_step, "iteration": iteration, **episode_metrics(state), **metrics,
-                        "time/sps": rollout.rewards.numel() / elapsed, "time/collect_s": collected - started,
-                        "time/update_s": time.perf_counter() - collected})
-            if iteration % config.checkpoint.every == 0:
-                save_checkpoint(run_dir, policy, value, optimizer, envs, generator, global_step, iteration)
-    save_checkpoint(run_dir, policy, value, optimizer, envs, generator, global_step, iteration)  # end or signal
-    envs.close()
-    returns = evaluate_policy(config.env_id, acting_policy, config.eval.episodes, config.seed)
-    final = {"eval/episode_return": float(returns.mean()), "eval/episode_return_std": float(returns.std()),
-             "eval/episodes": len(returns), "global_step": global_step, "time/wall_s": time.perf_counter() - run_started}
-    (run_dir / "eval.json").write_text(json.dumps(final))
-    logger.summary(final)
-    logger.close()
+    state = collector.start(envs, config.seed + iteration, *episodes)
+    try:
+        with checkpoint.GracefulStop() as stop:
+            while global_step < config.total_steps and not stop.requested:
+                started = time.perf_counter()
+                rollout = collector.collect(envs, acting_policy, state, config.steps_per_env)
+                collected = time.perf_counter()
+                if not (torch.isfinite(rollout.obs).all() and torch.isfinite(rollout.next_obs).all()):
+                    save_checkpoint(run_dir, policy, value, optimizer, envs, state, generator, global_step, iteration)
+                    raise FloatingPointError(
+                        f"{config.env_id} returned a non-finite observation between steps {global_step} and "
+                        f"{global_step + rollout.rewards.numel()}; checkpoint of step {global_step} in {run_dir}")
+                batch = advantage_batch(rollout, value, config.algo, device)
+                metrics = trpo_step(policy, batch["obs"], batch["actions"], batch["log_probs"], batch["advantages"],
+                                    config.algo, generator)
+                metrics |= fit_value(value, optimizer, batch["obs"], batch["returns"], config.algo.value_epochs,
+                                     config.algo.value_minibatch_size, generator)
+                if config.env.normalize_observations:  # after the update, so log pi_old matches theta_old
+                    policy.normalizer.update(batch["obs"])
+                if acting_policy is not policy:
+                    acting_policy.load_state_dict(policy.state_dict())
+                global_step += rollout.rewards.numel()
+                iteration += 1
+                elapsed = time.perf_counter() - started
+                logger.log({"global_step": global_step, "iteration": iteration, **episode_metrics(state), **metrics,
+                            "time/sps": rollout.rewards.numel() / elapsed, "time/collect_s": collected - started,
+                            "time/update_s": time.perf_counter() - collected})
+                if iteration % config.checkpoint.every == 0:
+                    save_checkpoint(run_dir, policy, value, optimizer, envs, state, generator, global_step, iteration)
+        save_checkpoint(run_dir, policy, value, optimizer, envs, state, generator, global_step, iteration)
+        if stop.requested:
+            raise checkpoint.Stopped(stop.signal, global_step, run_dir)
+        returns = evaluate_policy(config.env_id, acting_policy, config.eval.episodes, config.seed)
+        final = {"eval/episode_return": float(returns.mean()), "eval/episode_return_std": float(returns.std()),
+                 "eval/episodes": len(returns), "global_step": global_step,
+                 "time/wall_s": time.perf_counter() - run_started}
+        (run_dir / "eval.json").write_text(json.dumps(final))
+        logger.summary(final)
+    finally:
+        envs.close()
+        logger.close()
     message = f"{config.env_id}: final deterministic evaluation {returns.mean():.2f} +- {returns.std():.2f} " \
               f"over {len(returns)} episodes, run directory {run_dir}"
     log.info(message)
@@ -125,22 +133,27 @@ def build_models(config: Config, observation_space: gym.Space, action_space: gym
 
 
 def save_checkpoint(run_dir: Path, policy: Policy, value: ValueNetwork, optimizer: torch.optim.Optimizer,
-                    envs: gym.vector.VectorEnv, generator: torch.Generator, global_step: int, iteration: int) -> None:
+                    envs: gym.vector.VectorEnv, state: collector.CollectorState, generator: torch.Generator,
+                    global_step: int, iteration: int) -> None:
     checkpoint.save(run_dir / "checkpoints", {
         "policy": policy.state_dict(), "value": value.state_dict(), "optimizer": optimizer.state_dict(),
         "reward_normalizer": reward_normalizer_state(envs), "rng": checkpoint.rng_state(generator),
+        "episode_returns": torch.tensor(state.episode_returns, dtype=torch.float64),
+        "episode_lengths": torch.tensor(state.episode_lengths, dtype=torch.int64),
         "global_step": global_step, "iteration": iteration,
     })
 
 
 def resume(run_dir: Path, config: Config, policy: Policy, value: ValueNetwork, optimizer: torch.optim.Optimizer,
-           envs: gym.vector.VectorEnv, generator: torch.Generator) -> tuple[int, int]:
-    """Load the latest checkpoint when checkpoint.resume is on and one exists; returns (global_step, iteration).
+           envs: gym.vector.VectorEnv, generator: torch.Generator) -> tuple[int, int, list[float], list[int]]:
+    """Load the latest checkpoint when resuming and one exists.
 
+    Returns global_step, iteration and the returns and lengths of the episodes finished so far.
     The environments restart their episodes (seeded by seed + iteration): simulator states are not saved.
     """
-    if not (config.checkpoint.resume and (run_dir / "checkpoints" / checkpoint.LATEST).is_file()):
-        return 0, 0
+    wanted = config.resume is not None or config.checkpoint.resume == "auto"
+    if not (wanted and (run_dir / "checkpoints" / checkpoint.LATEST).is_file()):
+        return 0, 0, [], []
     saved = checkpoint.load(run_dir / "checkpoints")
     policy.load_state_dict(saved["policy"])
     value.load_state_dict(saved["value"])
@@ -148,7 +161,8 @@ def resume(run_dir: Path, config: Config, policy: Policy, value: ValueNetwork, o
     load_reward_normalizer_state(envs, saved["reward_normalizer"])
     checkpoint.restore_rng_state(saved["rng"], generator)
     log.info("resumed from %s at step %d", run_dir / "checkpoints", saved["global_step"])
-    return saved["global_step"], saved["iteration"]
+    return (saved["global_step"], saved["iteration"], saved["episode_returns"].tolist(),
+            saved["episode_lengths"].tolist())
 
 
 def resolve_device(name: str) -> torch.device:
@@ -165,9 +179,18 @@ def seed_everything(seed: int, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def load_config(cfg: DictConfig) -> Config:
-    """The composed Hydra config as a validated Config; raises ValueError naming the bad key."""
+def load_config(cfg: DictConfig, overridden: list[str]) -> Config:
+    """The composed Hydra config as a validated Config, or the saved one when resuming.
+
+    overridden: the keys the command line sets (see trpo.command_line.overridden_keys).
+    Raises ValueError naming the bad key, its value and what is allowed.
+    """
     config = OmegaConf.to_object(cfg)
+    if config.resume is not None:
+        run_dir = Path(config.resume)
+        command_line.check_resume_dir(run_dir)
+        saved = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(run_dir / "config.yaml"))
+        config = command_line.resumed(OmegaConf.to_object(saved), config, overridden)
     check_env_id(config.env_id)
     resolve_device(config.device)
     return config
@@ -175,18 +198,32 @@ def load_config(cfg: DictConfig) -> Config:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
+    hydra_config = HydraConfig.get()
+    overrides = list(hydra_config.overrides.task)
     try:
-        if any(o.startswith("env_id=") for o in HydraConfig.get().overrides.task):
-            raise ValueError("env_id is set by the env choice: choose the environment with env=<Gymnasium id>")
-        config = load_config(cfg)
+        command_line.check_keys(overrides)
+        config = load_config(cfg, command_line.overridden_keys(overrides))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    hydra_config = HydraConfig.get()
     if hydra_config.mode == RunMode.MULTIRUN and config.logger.group is None:
         config.logger.group = Path(hydra_config.sweep.dir).name
-    return train(config, Path(hydra_config.runtime.output_dir))
+    run_dir = Path(config.resume or hydra_config.runtime.output_dir)
+    try:
+        return train(config, run_dir)
+    except checkpoint.Stopped as stopped:
+        print(f"{stopped}; continue with: python -m trpo.train resume={run_dir}", file=sys.stderr)
+        sys.exit(128 + stopped.signal)
+    except FloatingPointError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
+    if not any(argument.startswith("-") for argument in sys.argv[1:]):  # Hydra's flags and multiruns: Hydra checks
+        try:
+            command_line.check(sys.argv[1:])
+        except ValueError as error:  # before Hydra makes the run directory
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
     main()

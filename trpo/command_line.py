@@ -1,0 +1,141 @@
+"""Checks of a training command line, made before Hydra creates a run directory or anything is built.
+
+Each failure is a ValueError whose message names the key, the bad value and what is allowed; the
+entry point prints it on one line and exits with status 2.
+"""
+
+import difflib
+import tempfile
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+
+import gymnasium as gym
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException, OverrideParseException
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from trpo import checkpoint
+from trpo.config import Config
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = ("algo", "env", "logger", "debug", "sweep")
+# Keys a resumed run may change: they do not change the experiment.
+RESUMABLE_KEYS = ("resume", "total_steps", "device", "torch_threads", "logger", "checkpoint", "eval")
+
+
+def schema_keys(schema=Config, prefix: str = "") -> list[str]:
+    """Every dotted key of the config schema."""
+    keys = []
+    for f in fields(schema):
+        default = f.default_factory() if callable(f.default_factory) else f.default
+        keys += schema_keys(type(default), f"{prefix}{f.name}.") if is_dataclass(default) else [prefix + f.name]
+    return keys
+
+
+def _keys(overrides: list[str]) -> list[str]:
+    return [o.split("=", 1)[0] for o in overrides if "=" in o and not o.startswith(("+", "~", "hydra"))]
+
+
+def overridden_keys(overrides: list[str]) -> list[str]:
+    """The config keys a command line sets: its key=value overrides, and its group choices (env= sets env_id)."""
+    return [{"env": "env_id"}.get(key, key) for key in _keys(overrides) if "/" not in key]
+
+
+def check_keys(overrides: list[str]) -> None:
+    """Every key=value override names a key of the schema (group choices are Hydra's to check)."""
+    known = schema_keys()
+    for key in _keys(overrides):
+        if key == "env_id":
+            raise ValueError("env_id is set by the env choice: choose the environment with env=<Gymnasium id>")
+        if key not in known and key not in GROUPS and "/" not in key:
+            close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; see conf/ and trpo/config.py for the keys"
+            raise ValueError(f"{key} is not a config key{hint}")
+
+
+def composed(overrides: list[str]) -> tuple[DictConfig, Path]:
+    """The config Hydra would compose for these overrides (env_id set from the env choice), and its run dir."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides, return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)  # for the ${hydra:...} interpolations
+        run_dir = cfg.hydra.run.dir
+        cfg.env_id = cfg.hydra.runtime.choices.env
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, Path(run_dir)
+
+
+def hydra_message(error: Exception) -> str:
+    """Hydra's composition error on one line, with its cause and the available choices."""
+    lines = str(error).splitlines()
+    message = lines[0] + (f": {str(error.__cause__).splitlines()[0]}" if error.__cause__ else "")
+    choices = [line.strip() for line in lines if line.startswith("\t") and "provider=" not in line]
+    return message + (f"; available: {', '.join(choices)}" if choices else "")
+
+
+def resumed(saved: Config, config: Config, keys: list[str]) -> Config:
+    """The saved config with the command line's resumable keys; refuses keys that change the experiment."""
+    saved_cfg, given = OmegaConf.structured(saved), OmegaConf.structured(config)
+    for key in keys:
+        if key in ("debug", "sweep"):
+            raise ValueError(f"{key}: a resumed run keeps its saved config; only env and logger may be chosen again")
+        if key.startswith(RESUMABLE_KEYS):
+            OmegaConf.update(saved_cfg, key, OmegaConf.select(given, key))
+        elif OmegaConf.select(given, key) != OmegaConf.select(saved_cfg, key):
+            raise ValueError(f"{key}={OmegaConf.select(given, key)!r} changes the experiment saved in the run "
+                             f"({key}={OmegaConf.select(saved_cfg, key)!r}); a resumed run may only change "
+                             f"{', '.join(k.rstrip('.') for k in RESUMABLE_KEYS)}")
+    resumed_config = OmegaConf.to_object(saved_cfg)
+    resumed_config.resume = config.resume
+    return resumed_config
+
+
+def check_resume_dir(run_dir: Path) -> None:
+    """A run directory to resume must hold a checkpoint that loads."""
+    if not (run_dir / "checkpoints" / checkpoint.LATEST).is_file():
+        raise ValueError(f"resume={str(run_dir)!r} is invalid: no checkpoint at {run_dir / 'checkpoints' / checkpoint.LATEST}")
+    if not (run_dir / "config.yaml").is_file():
+        raise ValueError(f"resume={str(run_dir)!r} is invalid: no config.yaml in the run directory")
+    checkpoint.load(run_dir / "checkpoints")
+
+
+def check_writable(run_dir: Path) -> None:
+    """The run directory, or its nearest existing ancestor, must be writable."""
+    existing = run_dir.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    try:  # create and remove a directory: os.access says yes to root even on read-only file systems
+        Path(tempfile.mkdtemp(dir=existing)).rmdir()
+    except OSError as error:
+        raise ValueError(f"output directory {str(run_dir)!r} is not writable: {existing}: {error.strerror}") from None
+
+
+def check_spaces(env_id: str) -> None:
+    """Build one env just long enough to read its spaces (gymnasium has no other way to know them)."""
+    from trpo.envs import check_spaces as check
+
+    env = gym.make(env_id)
+    try:
+        check(env_id, env.observation_space, env.action_space)
+    finally:
+        env.close()
+
+
+def check(overrides: list[str]) -> None:
+    """Everything knowable about a single run's command line before Hydra starts; raises ValueError.
+
+    Overrides of Hydra's grammar that do not parse are left to Hydra, which reports them (status 1).
+    """
+    from trpo.train import load_config
+
+    check_keys(overrides)
+    try:
+        cfg, run_dir = composed(overrides)
+    except OverrideParseException:
+        return  # Hydra reports its own syntax errors (status 1)
+    except HydraException as error:  # a bad group choice or value type, in Hydra's words
+        raise ValueError(hydra_message(error)) from None
+    config = load_config(cfg, overridden_keys(overrides))
+    check_writable(run_dir)
+    check_spaces(config.env_id)
