@@ -58,7 +58,7 @@ def test_trpo_step_follows_the_natural_gradient_within_the_kl_bound(kind, max_kl
     obs, actions, log_probs, advantages = batch = tiny_batch(policy, size=60, seed=5)
     config = AlgoConfig(max_kl=max_kl, cg_iters=3 * num_params(policy), cg_residual_tol=1e-28)
     expected = reference_full_step(policy, *batch, config)
-    before, old_outputs = flat(policy), tuple(o.detach() for o in policy(obs))
+    before, old_outputs = flat(policy), tuple(o.detach().clone() for o in policy(obs))
     surrogate_before, _ = surrogate_and_kl(old_outputs, policy, *batch)
     stats = trpo_step(policy, *batch, config)
     surrogate_after, kl = surrogate_and_kl(old_outputs, policy, *batch)
@@ -77,7 +77,7 @@ def test_accepted_steps_never_exceed_max_kl_with_default_settings(kind, seed):
     policy = tiny_policy(kind, seed=seed)
     obs, *_ = batch = tiny_batch(policy, size=80, seed=seed)
     config = AlgoConfig(max_kl=0.02)
-    old_outputs = tuple(o.detach() for o in policy(obs))
+    old_outputs = tuple(o.detach().clone() for o in policy(obs))
     stats = trpo_step(policy, *batch, config)
     _, kl = surrogate_and_kl(old_outputs, policy, *batch)
     assert kl <= 0.02
@@ -115,7 +115,7 @@ def test_nan_advantage_leaves_parameters_unchanged(kind, name):
     before = flat(policy)
     stats = trpo_step(policy, obs, actions, log_probs, advantages, AlgoConfig(name=name))
     assert torch.equal(flat(policy), before)
-    assert stats["policy/accepted"].item() == 0
+    assert stats["policy/accepted"].item() == 0 and stats["policy/rejected"].item() == 1
 
 
 def test_zero_advantages_are_rejected_by_the_curvature_guard():
@@ -125,13 +125,14 @@ def test_zero_advantages_are_rejected_by_the_curvature_guard():
     config = AlgoConfig(name="npg", normalize_advantages=False)
     stats = trpo_step(policy, obs, actions, log_probs, torch.zeros_like(advantages), config)
     assert torch.equal(flat(policy), before) and stats["policy/accepted"].item() == 0
+    assert stats["policy/rejected"].item() == 1
 
 
 def test_statistics_are_tensors_with_the_metric_names():
     policy = tiny_policy("categorical")
     stats = trpo_step(policy, *tiny_batch(policy), AlgoConfig())
     assert set(stats) == {f"policy/{k}" for k in ("kl", "surrogate_gain", "expected_gain", "step_fraction",
-                                                  "accepted", "line_search_steps", "cg_residual",
+                                                  "accepted", "rejected", "line_search_steps", "cg_residual",
                                                   "grad_norm", "entropy")}
     assert all(isinstance(v, torch.Tensor) and v.dim() == 0 and torch.isfinite(v) for v in stats.values())
     probs = distribution_of(tiny_policy("categorical")(tiny_batch(policy)[0])).entropy().mean()
@@ -162,6 +163,24 @@ def test_fit_value_lowers_the_loss_and_reports_prefit_explained_variance():
     torch.testing.assert_close(stats["value/loss"], loss_after)
     torch.testing.assert_close(stats["value/explained_variance"],
                                1 - (returns - prediction).var() / returns.var())
+
+
+def test_fit_value_leaves_out_non_finite_targets():
+    obs, returns = regression_problem()
+    poisoned_obs, poisoned_returns = obs.clone(), returns.clone()
+    poisoned_returns[::7] = float("nan")
+    poisoned_obs[3::11, 1] = float("inf")
+    finite = torch.isfinite(poisoned_returns) & torch.isfinite(poisoned_obs).all(-1)
+    fits = []
+    for o, r in ((poisoned_obs, poisoned_returns), (obs[finite], returns[finite])):
+        torch.manual_seed(0)
+        value = ValueNetwork(3)
+        optimizer = torch.optim.Adam(value.parameters(), lr=1e-2)
+        stats = fit_value(value, optimizer, o, r, 3, 64, torch.Generator().manual_seed(1))
+        fits.append((torch.nn.utils.parameters_to_vector(value.parameters()), stats["value/loss"]))
+    (poisoned_params, poisoned_loss), (clean_params, clean_loss) = fits
+    assert torch.isfinite(poisoned_params).all() and torch.isfinite(poisoned_loss)
+    assert torch.equal(poisoned_params, clean_params)
 
 
 def test_fit_value_is_reproducible_with_the_same_generator():

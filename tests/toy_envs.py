@@ -37,3 +37,24 @@ class CountingEnv(gym.Env):
 
 gym.register("ToyTruncated-v0", entry_point=CountingEnv, max_episode_steps=3)
 gym.register("ToyTerminating-v0", entry_point=CountingEnv, kwargs={"terminate_at": 2}, max_episode_steps=10)
+
+
+class FaultyEnv(CountingEnv):
+    """CountingEnv whose reward (or observation) turns NaN at one step of every `every`-th episode."""
+
+    def __init__(self, fault: str, every: int = 3):
+        super().__init__()
+        self.fault, self.every = fault, every
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        if self.episode % self.every == 1 and self.step_count == 2:
+            if self.fault == "reward":
+                reward = float("nan")
+            else:
+                obs = np.full_like(obs, np.nan)
+        return obs, reward, terminated, truncated, info
+
+
+gym.register("ToyNaNReward-v0", entry_point=FaultyEnv, kwargs={"fault": "reward"}, max_episode_steps=3)
+gym.register("ToyNaNObservation-v0", entry_point=FaultyEnv, kwargs={"fault": "observation"}, max_episode_steps=3)

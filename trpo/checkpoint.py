@@ -3,6 +3,7 @@
 import os
 import random
 import signal
+import warnings
 from pathlib import Path
 
 import torch
@@ -21,8 +22,19 @@ def save(directory: Path, state: dict) -> Path:
 
 
 def load(directory: Path) -> dict:
-    """The latest checkpoint in directory, as tensors and plain Python values (no code runs)."""
-    return torch.load(directory / LATEST, map_location="cpu", weights_only=True)
+    """The latest checkpoint in directory, as tensors and plain Python values (no code runs).
+
+    Raises ValueError naming the file when it is missing, truncated, corrupted or carries objects
+    other than tensors and plain values (a pickle that would run code is refused without running it).
+    """
+    path = directory / LATEST
+    try:
+        with warnings.catch_warnings():  # torch warns about some bad files before refusing them
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for bad files; all mean the same here
+        reason = str(error).strip().splitlines()[0]
+        raise ValueError(f"checkpoint {path} cannot be loaded: {reason}") from None
 
 
 def rng_state(generator: torch.Generator) -> dict:

@@ -35,9 +35,14 @@ class RunLogger:
         env_id, algo = run_config["env_id"], run_config["algo"]["name"]
         # An explicit mode beats WANDB_MODE, so offline never prompts for a login. Runs of one sweep
         # share a group and runs of one env a job type, so W&B's grouped view shows mean and spread.
+        # A resumed run continues the same W&B run: its id is kept in the run directory.
+        id_path = run_dir / "wandb_run_id"
+        run_id = id_path.read_text().strip() if resumed_iteration > 0 and id_path.exists() else None
         self.wandb = wandb.init(project=config.project, entity=config.entity, dir=str(run_dir),
                                 mode=config.wandb_mode, config=run_config, name=run_dir.name,
-                                group=config.group, job_type=env_id, tags=[algo, env_id])
+                                group=config.group, job_type=env_id, tags=[algo, env_id], id=run_id,
+                                resume="allow" if run_id else None)
+        id_path.write_text(self.wandb.id)
         self.wandb.define_metric("global_step")
         self.wandb.define_metric("*", step_metric="global_step")
         self.progress = tqdm(total=total_steps, unit="step", unit_scale=True, disable=not config.progress_bar,

@@ -3,7 +3,7 @@
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from torch.nn.utils import parameters_to_vector
 
 from trpo.advantages import normalize
 from trpo.config import AlgoConfig
@@ -69,17 +69,21 @@ def trpo_step(
         )
     else:
         result = natural_gradient_step(evaluate, theta_old, step, valid)
-    vector_to_parameters(result.params, params)
+    entropy = policy.distribution(old_dist_params).entropy().mean()  # before the step: log_std is a view
+    with torch.no_grad():  # into the parameters' own storage, so a resumed run computes exactly alike
+        for param, new in zip(params, unflatten(result.params, named).values()):
+            param.copy_(new)
     return {
         "policy/kl": result.kl,
         "policy/surrogate_gain": result.surrogate_gain,
         "policy/expected_gain": expected_gain.detach(),
         "policy/step_fraction": result.step_fraction,
         "policy/accepted": result.accepted.to(theta_old.dtype),
+        "policy/rejected": (~valid).to(theta_old.dtype),
         "policy/line_search_steps": result.line_search_steps,
         "policy/cg_residual": cg_residual,
         "policy/grad_norm": grad.norm(),
-        "policy/entropy": policy.distribution(old_dist_params).entropy().mean(),
+        "policy/entropy": entropy,
     }
 
 
@@ -102,8 +106,11 @@ def fit_value(
     minibatch_size: samples per optimizer step.
     generator: random source for the shuffles (CPU or the data's device).
     Explained variance is of the predictions before fitting (how well the value predicted the new
-    returns), as Stable-Baselines3 and CleanRL report it.
+    returns), as Stable-Baselines3 and CleanRL report it. Samples with a non-finite return or state
+    are left out, so one bad reward cannot poison the value network.
     """
+    finite = torch.isfinite(returns) & torch.isfinite(obs).all(-1)
+    obs, returns = obs[finite], returns[finite]
     with torch.no_grad():
         explained_variance = 1 - (returns - value(obs)).var() / returns.var()
     batch = obs.shape[0]

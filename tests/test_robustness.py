@@ -1,0 +1,210 @@
+"""Never lose a run: bad input, signals, resume, determinism, numerical faults, unsafe checkpoints."""
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+import torch
+
+import toy_envs  # noqa: F401  (registers the Toy* ids)
+from test_train import ROOT, composed, read_metrics
+from trpo import checkpoint
+from trpo.envs import check_spaces
+from trpo.train import train
+
+TIMING_KEYS = ("time/sps", "time/collect_s", "time/update_s")
+
+
+def cli(*overrides, cwd):
+    env = dict(os.environ, WANDB_MODE="disabled")
+    return subprocess.Popen([sys.executable, "-m", "trpo.train", *overrides], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finished_run(tmp_path: Path) -> Path:
+    run_dir = tmp_path / "finished"
+    train(composed("CartPole-v1", "debug=smoke"), run_dir)
+    return run_dir
+
+
+def bad_checkpoint(finished: Path, name: str, content: bytes) -> Path:
+    """A copy of the finished run's directory whose checkpoint is `content`."""
+    run_dir = finished.parent / name
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / checkpoint.LATEST).write_bytes(content)
+    (run_dir / "config.yaml").write_text((finished / "config.yaml").read_text())
+    return run_dir
+
+
+class RunsCode:
+    """Unpickling this would create `marker`: a checkpoint must never run it."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_bad_input_gets_one_line_status_2_and_nothing_written(tmp_path):
+    finished = finished_run(tmp_path)
+    truncated = bad_checkpoint(finished, "truncated", (finished / "checkpoints" / checkpoint.LATEST).read_bytes()[:500])
+    corrupted = bad_checkpoint(finished, "corrupted", b"not a checkpoint at all")
+    marker = tmp_path / "code-ran"
+    malicious = bad_checkpoint(finished, "malicious", pickle.dumps({"policy": RunsCode(marker)}))
+    (tmp_path / "a-file").write_text("")
+    cases = {  # overrides -> what the one line must say
+        ("env=CartPol-v1",): "close matches: CartPole-v1",
+        ("algo.max_k=0.1",): "did you mean algo.max_kl",
+        ("algo.max_kl=0",): "algo.max_kl=0.0 is invalid: must be > 0",
+        ("algo.damping=-1",): "algo.damping=-1.0 is invalid: must be >= 0",
+        ("algo.cg_iters=0",): "algo.cg_iters=0 is invalid: must be an integer >= 1",
+        ("algo.gae_lambda=1.5",): "algo.gae_lambda=1.5 is invalid: must be in [0, 1]",
+        ("algo.gamma=-0.1",): "algo.gamma=-0.1 is invalid: must be in [0, 1]",
+        ("total_steps=10",): "total_steps=10 is invalid: must be at least one batch",
+        ("seed=abc",): "seed=abc: Value 'abc' of type 'str' could not be converted to Integer",
+        ("algo=foo",): "Could not find 'algo/foo'; available: npg, trpo",
+        ("env=Blackjack-v1",): "observation space Tuple(Discrete(32), Discrete(11), Discrete(2)); supported: a 1-D Box",
+        ("env_id=CartPole-v1",): "choose the environment with env=<Gymnasium id>",
+        (f"resume={tmp_path / 'nothing'}",): "no checkpoint at",
+        (f"resume={truncated}",): f"checkpoint {truncated / 'checkpoints' / checkpoint.LATEST} cannot be loaded",
+        (f"resume={corrupted}",): f"checkpoint {corrupted / 'checkpoints' / checkpoint.LATEST} cannot be loaded",
+        (f"resume={malicious}",): "Weights only load failed",
+        (f"resume={finished}", "algo.max_kl=0.05"): "algo.max_kl=0.05 changes the experiment saved in the run",
+        (f"hydra.run.dir={tmp_path / 'a-file' / 'run'}",): "is not writable",
+    }
+    if not torch.cuda.is_available():
+        cases[("device=cuda",)] = "device='cuda' is invalid: no CUDA GPU is available"
+    work = tmp_path / "work"  # the commands' working directory: runs/ would appear here
+    work.mkdir()
+
+    def command(overrides):  # a resumed run takes its env and settings from the run directory
+        return overrides if overrides[0].startswith("resume=") else ("env=CartPole-v1", "debug=smoke", *overrides)
+
+    def run(overrides):
+        process = cli(*command(overrides), cwd=work)
+        return *process.communicate(), process.returncode
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(run, cases))
+    wrong = {}
+    for (overrides, expected), (stdout, stderr, status) in zip(cases.items(), results):
+        lines = stderr.strip().splitlines()
+        if not (status == 2 and len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]):
+            wrong[overrides] = status, stderr
+    assert not wrong
+    assert list(work.iterdir()) == []
+    assert not marker.exists()
+    process = cli("env=CartPole-v1", "debug=smoke", "algo.max_kl=0.1=", cwd=work)  # Hydra's own syntax error
+    process.communicate()
+    assert process.returncode == 1
+
+
+def test_unsupported_action_space_is_named():
+    with pytest.raises(ValueError, match=r"action space MultiBinary\(3\); supported: a 1-D Box or Discrete"):
+        check_spaces("Some-v0", gym.spaces.Box(-1, 1, (2,)), gym.spaces.MultiBinary(3))
+
+
+def test_malicious_checkpoint_does_not_run_its_code(tmp_path):
+    marker = tmp_path / "code-ran"
+    (tmp_path / checkpoint.LATEST).write_bytes(pickle.dumps({"x": RunsCode(marker)}))
+    with pytest.raises(ValueError, match="cannot be loaded"):
+        checkpoint.load(tmp_path)
+    assert not marker.exists()
+    pickle.loads(pickle.dumps(RunsCode(marker)))  # the payload is live: plain unpickling runs it
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("number, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_stops_after_a_checkpoint_and_resume_finishes_with_continuous_metrics(tmp_path, number, status):
+    run_dir = tmp_path / "run"
+    overrides = ["env=CartPole-v1", "debug=smoke", "total_steps=6400", "checkpoint.every=1000",
+                 f"hydra.run.dir={run_dir}"]
+    process = cli(*overrides, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not ((run_dir / "metrics.jsonl").exists() and len(read_metrics(run_dir)) >= 3):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(number)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == status, stderr
+    assert f"stopped by {signal.Signals(number).name}" in stderr and f"resume={run_dir}" in stderr
+    saved = checkpoint.load(run_dir / "checkpoints")
+    assert saved["iteration"] == len(read_metrics(run_dir)) < 50 and not (run_dir / "eval.json").exists()
+
+    resumed = cli(f"resume={run_dir}", cwd=tmp_path)
+    _, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr
+    rows = read_metrics(run_dir)
+    assert [row["iteration"] for row in rows] == list(range(1, 51))
+    assert [row["global_step"] for row in rows] == [128 * i for i in range(1, 51)]
+    assert (run_dir / "eval.json").exists()
+
+
+def test_second_interrupt_stops_at_once_and_sigusr1_is_left_alone():
+    usr1 = signal.getsignal(signal.SIGUSR1)
+    with checkpoint.GracefulStop() as stop:
+        assert signal.getsignal(signal.SIGUSR1) is usr1
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested and stop.signal == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def comparable(rows):
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in rows]
+
+
+def test_same_seed_gives_identical_metrics(tmp_path):
+    for name in ("a", "b"):
+        train(composed("Pendulum-v1", "debug=smoke", "total_steps=640", "env.normalize_rewards=true"), tmp_path / name)
+    assert comparable(read_metrics(tmp_path / "a")) == comparable(read_metrics(tmp_path / "b"))
+    assert len(read_metrics(tmp_path / "a")) == 5
+
+
+def test_resume_at_an_iteration_boundary_equals_the_uninterrupted_run(tmp_path):
+    # ToyTruncated episodes last 3 steps and start alike, so with 6 steps per env every iteration ends
+    # on episode boundaries: the restarted envs are where the uninterrupted ones would be (MuJoCo
+    # states in mid-episode are not saved; README "Resuming").
+    overrides = ("debug=smoke", "steps_per_env=6", "env.normalize_rewards=true", "checkpoint.every=1")
+    train(composed("ToyTruncated-v0", *overrides, "total_steps=48"), tmp_path / "whole")
+    train(composed("ToyTruncated-v0", *overrides, "total_steps=24"), tmp_path / "split")
+    train(composed("ToyTruncated-v0", *overrides, "total_steps=48", "checkpoint.resume=auto"), tmp_path / "split")
+    whole, split = (checkpoint.load(tmp_path / name / "checkpoints") for name in ("whole", "split"))
+    for key in ("policy", "value"):
+        for name, tensor in whole[key].items():
+            assert torch.equal(tensor, split[key][name]), (key, name)
+    assert comparable(read_metrics(tmp_path / "whole")) == comparable(read_metrics(tmp_path / "split"))
+
+
+def test_nan_rewards_give_rejected_updates_and_the_run_goes_on(tmp_path):
+    train(composed("ToyNaNReward-v0", "debug=smoke", "total_steps=96", "steps_per_env=12"), tmp_path)
+    rows = read_metrics(tmp_path)
+    assert len(rows) == 4 and any(row["policy/rejected"] == 1 for row in rows)
+    assert all(row["policy/accepted"] == 0 for row in rows if row["policy/rejected"] == 1)
+    saved = checkpoint.load(tmp_path / "checkpoints")
+    assert all(torch.isfinite(t).all() for t in [*saved["policy"].values(), *saved["value"].values()])
+
+
+def test_non_finite_observation_stops_the_run_after_a_checkpoint(tmp_path):
+    with pytest.raises(FloatingPointError, match="ToyNaNObservation-v0 returned a non-finite observation"):
+        train(composed("ToyNaNObservation-v0", "debug=smoke", "steps_per_env=2"), tmp_path)
+    # 2 envs x 2 steps an iteration: the NaN comes at step 2 of episode 1, in iteration 3.
+    assert checkpoint.load(tmp_path / "checkpoints")["global_step"] == 8
+
+
+def test_wandb_key_is_never_written(tmp_path, monkeypatch):
+    secret = "0123456789abcdef0123456789abcdef01234567"
+    monkeypatch.setenv("WANDB_API_KEY", secret)
+    train(composed("CartPole-v1", "debug=smoke", "logger.wandb_mode=offline"), tmp_path)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any("wandb" in str(p) for p in files)
+    assert not [p for p in files if secret.encode() in p.read_bytes()]
