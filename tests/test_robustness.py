@@ -208,3 +208,14 @@ def test_wandb_key_is_never_written(tmp_path, monkeypatch):
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert any("wandb" in str(p) for p in files)
     assert not [p for p in files if secret.encode() in p.read_bytes()]
+
+
+def test_resumed_run_continues_the_same_wandb_run(tmp_path):
+    overrides = ("debug=smoke", "logger.wandb_mode=offline", "checkpoint.resume=auto")
+    train(composed("CartPole-v1", *overrides), tmp_path)
+    run_id = (tmp_path / "wandb_run_id").read_text()
+    train(composed("CartPole-v1", *overrides, "total_steps=512"), tmp_path)
+    assert (tmp_path / "wandb_run_id").read_text() == run_id
+    runs = sorted(p.name for p in (tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(name.endswith(f"-{run_id}") for name in runs)
+    assert [row["iteration"] for row in read_metrics(tmp_path)] == [1, 2, 3, 4]
