@@ -195,9 +195,10 @@ def test_nan_rewards_give_rejected_updates_and_the_run_goes_on(tmp_path):
 
 
 def test_non_finite_observation_stops_the_run_after_a_checkpoint(tmp_path):
-    with pytest.raises(FloatingPointError, match="ToyNaNObservation-v0 returned a non-finite observation"):
+    # 2 envs x 2 steps an iteration: the NaN comes at step 2 of episode 1 (step 5 of env 0), in iteration 3.
+    with pytest.raises(FloatingPointError, match="ToyNaNObservation-v0 returned a non-finite observation at "
+                                                 r"environment step 9 \(env 0 of the vector env\)"):
         train(composed("ToyNaNObservation-v0", "debug=smoke", "steps_per_env=2"), tmp_path)
-    # 2 envs x 2 steps an iteration: the NaN comes at step 2 of episode 1, in iteration 3.
     assert checkpoint.load(tmp_path / "checkpoints")["global_step"] == 8
 
 

@@ -57,11 +57,9 @@ def train(config: Config, run_dir: Path) -> float:
                 started = time.perf_counter()
                 rollout = collector.collect(envs, acting_policy, state, config.steps_per_env)
                 collected = time.perf_counter()
-                if not (torch.isfinite(rollout.obs).all() and torch.isfinite(rollout.next_obs).all()):
+                if not torch.isfinite(rollout.next_obs).all():
                     save_checkpoint(run_dir, policy, value, optimizer, envs, state, generator, global_step, iteration)
-                    raise FloatingPointError(
-                        f"{config.env_id} returned a non-finite observation between steps {global_step} and "
-                        f"{global_step + rollout.rewards.numel()}; checkpoint of step {global_step} in {run_dir}")
+                    raise FloatingPointError(non_finite_message(config.env_id, rollout, global_step, run_dir))
                 batch = advantage_batch(rollout, value, config.algo, device)
                 metrics = trpo_step(policy, batch["obs"], batch["actions"], batch["log_probs"], batch["advantages"],
                                     config.algo, generator)
@@ -108,6 +106,14 @@ def advantage_batch(rollout: Rollout, value: ValueNetwork, algo: AlgoConfig, dev
     valid = rollout.valid
     return {"obs": rollout.obs[valid], "actions": rollout.actions[valid], "log_probs": rollout.log_probs[valid],
             "advantages": advantages[valid], "returns": returns[valid]}
+
+
+def non_finite_message(env_id: str, rollout: Rollout, global_step: int, run_dir: Path) -> str:
+    """Which env step first returned a non-finite observation (next_obs holds every observation returned)."""
+    t, env = (~torch.isfinite(rollout.next_obs).flatten(2).all(-1)).nonzero()[0].tolist()
+    step = global_step + t * rollout.rewards.shape[1] + env + 1
+    return (f"{env_id} returned a non-finite observation at environment step {step} (env {env} of the vector env); "
+            f"stopped after a checkpoint of step {global_step} in {run_dir / 'checkpoints'}")
 
 
 def episode_metrics(state: collector.CollectorState, recent: int = 10) -> dict[str, float]:
