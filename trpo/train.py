@@ -26,7 +26,8 @@ from trpo.envs import check_env_id, load_reward_normalizer_state, make_envs, rew
 from trpo.evaluate import evaluate_policy
 from trpo.logger import RunLogger
 from trpo.policy import CategoricalPolicy, GaussianPolicy, ObservationNormalizer, Policy, ValueNetwork
-from trpo.update import fit_value, trpo_step
+from trpo.update import trpo_step
+from trpo.value_process import ValueFitter
 
 log = logging.getLogger(__name__)
 
@@ -45,39 +46,44 @@ def train(config: Config, run_dir: Path) -> float:
     policy, value = (m.to(device) for m in build_models(config, envs.single_observation_space,
                                                         envs.single_action_space))
     acting_policy = policy if device.type == "cpu" else copy.deepcopy(policy).cpu()
-    optimizer = torch.optim.Adam(value.parameters(), lr=config.algo.value_lr)
+    algo = config.algo
+    value_fitter = ValueFitter(value, algo.value_lr, algo.value_epochs, algo.value_minibatch_size, config.seed,
+                               process=algo.value_process)
     generator = torch.Generator().manual_seed(config.seed)
-    global_step, iteration, *episodes = resume(run_dir, config, policy, value, optimizer, envs, generator)
+    global_step, iteration, *episodes = resume(run_dir, config, policy, value, value_fitter, envs, generator)
     logger = RunLogger(run_dir, config.logger, OmegaConf.to_container(OmegaConf.structured(config)),
                        config.total_steps, iteration)
     state = collector.start(envs, config.seed + iteration, *episodes)
     try:
         with checkpoint.GracefulStop() as stop:
+            unlogged = None  # an iteration's metrics wait for its value fit, which may run during the next rollout
             while global_step < config.total_steps and not stop.requested:
                 started = time.perf_counter()
                 rollout = collector.collect(envs, acting_policy, state, config.steps_per_env)
                 collected = time.perf_counter()
+                unlogged = log_iteration(logger, unlogged, value_fitter)  # the advantages need the fitted value
                 if not torch.isfinite(rollout.next_obs).all():
-                    save_checkpoint(run_dir, policy, value, optimizer, envs, state, generator, global_step, iteration)
+                    save_checkpoint(run_dir, policy, value, value_fitter, envs, state, generator, global_step, iteration)
                     raise FloatingPointError(non_finite_message(config.env_id, rollout, global_step, run_dir))
-                batch = advantage_batch(rollout, value, config.algo, device)
+                batch = advantage_batch(rollout, value, algo, device)
                 metrics = trpo_step(policy, batch["obs"], batch["actions"], batch["log_probs"], batch["advantages"],
-                                    config.algo, generator)
-                metrics |= fit_value(value, optimizer, batch["obs"], batch["returns"], config.algo.value_epochs,
-                                     config.algo.value_minibatch_size, generator)
+                                    algo, generator)
                 if config.env.normalize_observations:  # after the update, so log pi_old matches theta_old
                     policy.normalizer.update(batch["obs"])
                 if acting_policy is not policy:
                     acting_policy.load_state_dict(policy.state_dict())
+                value_fitter.start(batch["obs"], batch["returns"])  # with algo.value_process: during the next rollout
                 global_step += rollout.rewards.numel()
                 iteration += 1
                 elapsed = time.perf_counter() - started
-                logger.log({"global_step": global_step, "iteration": iteration, **episode_metrics(state), **metrics,
+                unlogged = {"global_step": global_step, "iteration": iteration, **episode_metrics(state), **metrics,
                             "time/sps": rollout.rewards.numel() / elapsed, "time/collect_s": collected - started,
-                            "time/update_s": time.perf_counter() - collected})
+                            "time/update_s": time.perf_counter() - collected}
                 if iteration % config.checkpoint.every == 0:
-                    save_checkpoint(run_dir, policy, value, optimizer, envs, state, generator, global_step, iteration)
-        save_checkpoint(run_dir, policy, value, optimizer, envs, state, generator, global_step, iteration)
+                    unlogged = log_iteration(logger, unlogged, value_fitter)
+                    save_checkpoint(run_dir, policy, value, value_fitter, envs, state, generator, global_step, iteration)
+            log_iteration(logger, unlogged, value_fitter)
+        save_checkpoint(run_dir, policy, value, value_fitter, envs, state, generator, global_step, iteration)
         if stop.requested:
             raise checkpoint.Stopped(stop.signal, global_step, run_dir)
         returns = evaluate_policy(config.env_id, acting_policy, config.eval.episodes, config.seed)
@@ -88,6 +94,7 @@ def train(config: Config, run_dir: Path) -> float:
         logger.summary(final)
     finally:
         envs.close()
+        value_fitter.close()
         logger.close()
     message = f"{config.env_id}: final deterministic evaluation {returns.mean():.2f} +- {returns.std():.2f} " \
               f"over {len(returns)} episodes, run directory {run_dir}"
@@ -138,11 +145,17 @@ def build_models(config: Config, observation_space: gym.Space, action_space: gym
     return policy, ValueNetwork(obs_dim, hidden, activation, normalizer=normalizer)
 
 
-def save_checkpoint(run_dir: Path, policy: Policy, value: ValueNetwork, optimizer: torch.optim.Optimizer,
+def log_iteration(logger: RunLogger, metrics: dict | None, value_fitter: ValueFitter) -> None:
+    """Log an iteration's metrics once its value fit has finished (nothing before the first iteration)."""
+    if metrics is not None:
+        logger.log(metrics | value_fitter.result())
+
+
+def save_checkpoint(run_dir: Path, policy: Policy, value: ValueNetwork, value_fitter: ValueFitter,
                     envs: gym.vector.VectorEnv, state: collector.CollectorState, generator: torch.Generator,
                     global_step: int, iteration: int) -> None:
     checkpoint.save(run_dir / "checkpoints", {
-        "policy": policy.state_dict(), "value": value.state_dict(), "optimizer": optimizer.state_dict(),
+        "policy": policy.state_dict(), "value": value.state_dict(), "value_fit": value_fitter.state(),
         "reward_normalizer": reward_normalizer_state(envs), "rng": checkpoint.rng_state(generator),
         "episode_returns": torch.tensor(state.episode_returns, dtype=torch.float64),
         "episode_lengths": torch.tensor(state.episode_lengths, dtype=torch.int64),
@@ -150,7 +163,7 @@ def save_checkpoint(run_dir: Path, policy: Policy, value: ValueNetwork, optimize
     })
 
 
-def resume(run_dir: Path, config: Config, policy: Policy, value: ValueNetwork, optimizer: torch.optim.Optimizer,
+def resume(run_dir: Path, config: Config, policy: Policy, value: ValueNetwork, value_fitter: ValueFitter,
            envs: gym.vector.VectorEnv, generator: torch.Generator) -> tuple[int, int, list[float], list[int]]:
     """Load the latest checkpoint when resuming and one exists.
 
@@ -163,7 +176,7 @@ def resume(run_dir: Path, config: Config, policy: Policy, value: ValueNetwork, o
     saved = checkpoint.load(run_dir / "checkpoints")
     policy.load_state_dict(saved["policy"])
     value.load_state_dict(saved["value"])
-    optimizer.load_state_dict(saved["optimizer"])
+    value_fitter.load_state(saved["value_fit"])
     load_reward_normalizer_state(envs, saved["reward_normalizer"])
     checkpoint.restore_rng_state(saved["rng"], generator)
     log.info("resumed from %s at step %d", run_dir / "checkpoints", saved["global_step"])

@@ -1,0 +1,69 @@
+import pytest
+import torch
+
+from trpo.policy import ObservationNormalizer, ValueNetwork
+from trpo.value_process import ValueFitter
+
+
+def batches(count, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(count):
+        obs = torch.randn(256, 3, generator=generator) * 3 + 1
+        yield obs, torch.sin(obs[:, 0]) + obs[:, 1] ** 2
+
+
+def fitted(process: bool):
+    """Three fits with the normalizer updated in between; the weights, metrics and fitter state after them."""
+    torch.manual_seed(0)
+    value = ValueNetwork(3, normalizer=ObservationNormalizer(3))
+    fitter = ValueFitter(value, lr=1e-2, epochs=3, minibatch_size=64, seed=1, process=process)
+    metrics = []
+    for obs, returns in batches(3):
+        metrics.append(fitter.result())
+        value.normalizer.update(obs)
+        fitter.start(obs, returns)
+    metrics.append(fitter.result())
+    state = fitter.state()
+    fitter.close()
+    return value.state_dict(), metrics, state
+
+
+def test_child_process_fits_exactly_as_in_process():
+    (local_weights, local_metrics, local_state), (remote_weights, remote_metrics, remote_state) = (
+        fitted(False), fitted(True))
+    assert local_metrics[0] == {} and len(local_metrics) == 4
+    for name, tensor in local_weights.items():
+        assert torch.equal(tensor, remote_weights[name]), name
+    for local, remote in zip(local_metrics[1:], remote_metrics[1:]):
+        assert local.keys() == remote.keys() and all(torch.equal(local[k], remote[k]) for k in local)
+    assert local_metrics[3]["value/loss"] < local_metrics[1]["value/loss"]  # it learns
+    assert torch.equal(local_state["generator"], remote_state["generator"])
+    assert local_state["optimizer"]["state"][0]["step"] == remote_state["optimizer"]["state"][0]["step"] == 36  # 3 fits x 3 epochs x 4 minibatches
+
+
+def test_state_round_trip_continues_the_same_fit():
+    torch.manual_seed(0)
+    value = ValueNetwork(3)
+    first = ValueFitter(value, lr=1e-2, epochs=2, minibatch_size=64, seed=1)
+    data = list(batches(2))
+    first.start(*data[0])
+    first.result()
+    state, weights = first.state(), {k: v.clone() for k, v in value.state_dict().items()}
+    first.start(*data[1])
+    expected = first.result()
+
+    restored_value = ValueNetwork(3)
+    restored_value.load_state_dict(weights)
+    second = ValueFitter(restored_value, lr=1e-2, epochs=2, minibatch_size=64, seed=99, process=True)
+    second.load_state(state)
+    second.start(*data[1])
+    assert torch.equal(second.result()["value/loss"], expected["value/loss"])
+    second.close()
+
+
+def test_errors_in_the_child_are_reported():
+    fitter = ValueFitter(ValueNetwork(3), lr=1e-2, epochs=1, minibatch_size=8, seed=0, process=True)
+    fitter.start(torch.randn(16, 5), torch.randn(16))  # the wrong observation width
+    with pytest.raises(RuntimeError, match="in the value-fit process"):
+        fitter.result()
+    fitter.close()

@@ -1,0 +1,148 @@
+"""The value-function fit, in the trainer's process or in a child process that runs it meanwhile.
+
+With `algo.value_process=true` the fit of one batch runs on the second core while the trainer collects
+the next rollout (threads would fight over the GIL with the simulator's Python code). Both ways run
+the same `_Fitter` methods; only the transport differs. Payloads cross as `torch.save` bytes.
+"""
+
+import copy
+import io
+import multiprocessing
+import signal
+import traceback
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from trpo.policy import ValueNetwork
+from trpo.update import fit_value
+
+
+def _dumps(value: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
+
+
+def _loads(data: bytes) -> Any:
+    return torch.load(io.BytesIO(data), weights_only=True)
+
+
+class _Fitter:
+    """A value network's copy with its own optimizer and generator, where the fit runs."""
+
+    def __init__(self, value: ValueNetwork, lr: float, epochs: int, minibatch_size: int, seed: int):
+        self.value, self.epochs, self.minibatch_size = value, epochs, minibatch_size
+        self.optimizer = torch.optim.Adam(value.parameters(), lr=lr)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def fit(self, data: bytes) -> bytes:
+        """data: obs, returns, the trainer's value weights and normalizer; returns the new weights and metrics."""
+        obs, returns, weights, normalizer = _loads(data)
+        self.value.body.load_state_dict(weights)
+        self.value.normalizer.load_state_dict(normalizer)
+        metrics = fit_value(self.value, self.optimizer, obs, returns, self.epochs, self.minibatch_size,
+                            self.generator)
+        return _dumps((self.value.body.state_dict(), metrics))
+
+    def state(self) -> bytes:
+        return _dumps({"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()})
+
+    def load_state(self, data: bytes) -> None:
+        state = _loads(data)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+
+
+def _serve(pipe, *args) -> None:
+    """The child process: answer (method, args) requests in order until close or until the trainer is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
+    torch.set_num_threads(1)
+    fitter = _Fitter(*args)
+    while True:
+        try:
+            method, method_args = pipe.recv()
+        except EOFError:
+            return
+        if method == "close":
+            return
+        try:
+            pipe.send((True, getattr(fitter, method)(*method_args)))
+        except Exception:
+            pipe.send((False, traceback.format_exc()))
+
+
+class ValueFitter:
+    """Fits `value` by minibatch Adam regression: `start(obs, returns)`, later `result()`.
+
+    value: the trainer's value network; result() loads the fitted weights into it.
+    lr, epochs, minibatch_size: Adam's learning rate, passes over the batch, samples per step.
+    seed: seeds the generator of the shuffles.
+    process: fit on the CPU in a child process, overlapping whatever the trainer does between start and
+        result; otherwise start() fits on value's device before it returns.
+    """
+
+    def __init__(self, value: ValueNetwork, lr: float, epochs: int, minibatch_size: int, seed: int,
+                 process: bool = False):
+        self.value = value
+        self._pending = False
+        self._metrics: dict[str, Tensor] = {}
+        fitted = copy.deepcopy(value)  # start() sends it value's weights and normalizer each time
+        args = (fitted.cpu() if process else fitted, lr, epochs, minibatch_size, seed)
+        if process:
+            context = multiprocessing.get_context("spawn")  # fork is unsafe once torch and W&B run threads
+            self._pipe, child = context.Pipe()
+            self._process = context.Process(target=_serve, args=(child, *args), name="trpo-value-fit", daemon=True)
+            self._process.start()
+            child.close()
+        else:
+            self._fitter, self._process = _Fitter(*args), None
+
+    def _send(self, method: str, *args) -> None:
+        if self._process is None:
+            self._local_reply = getattr(self._fitter, method)(*args)
+        else:
+            self._pipe.send((method, args))
+
+    def _receive(self) -> Any:
+        if self._process is None:
+            return self._local_reply
+        try:
+            ok, result = self._pipe.recv()
+        except EOFError:
+            raise RuntimeError(f"the value-fit process exited unexpectedly (exit code {self._process.exitcode})")
+        if not ok:
+            raise RuntimeError(f"in the value-fit process:\n{result}")
+        return result
+
+    def start(self, obs: Tensor, returns: Tensor) -> None:
+        """Begin fitting value's current weights on obs [B, obs_dim] and returns [B] (its normalizer as it is now)."""
+        self.result()  # one fit at a time
+        self._send("fit", _dumps((obs, returns, self.value.body.state_dict(), self.value.normalizer.state_dict())))
+        self._pending = True
+
+    def result(self) -> dict[str, Tensor]:
+        """Wait for the last fit, load its weights into `value`; its metrics ({} before the first fit)."""
+        if self._pending:
+            self._pending = False
+            body, self._metrics = _loads(self._receive())
+            self.value.body.load_state_dict(body)
+        return self._metrics
+
+    def state(self) -> dict:
+        """The optimizer's and generator's state, for a checkpoint (after the last fit)."""
+        self.result()
+        self._send("state")
+        return _loads(self._receive())
+
+    def load_state(self, state: dict) -> None:
+        self._send("load_state", _dumps(state))
+        self._receive()
+
+    def close(self) -> None:
+        if self._process is not None and self._process.is_alive():
+            self._pipe.send(("close", ()))
+            self._process.join(timeout=10)
+            if self._process.is_alive():
+                self._process.terminate()
