@@ -67,3 +67,11 @@ def test_errors_in_the_child_are_reported():
     with pytest.raises(RuntimeError, match="in the value-fit process"):
         fitter.result()
     fitter.close()
+
+
+def test_falls_back_to_fitting_in_process_inside_a_joblib_worker(monkeypatch):
+    monkeypatch.setattr("multiprocessing.get_start_method", lambda allow_none=False: "loky")
+    fitter = ValueFitter(ValueNetwork(3), lr=1e-2, epochs=1, minibatch_size=8, seed=0, process=True)
+    assert fitter._process is None
+    fitter.start(torch.randn(16, 3), torch.randn(16))
+    assert set(fitter.result()) == {"value/loss", "value/explained_variance"}

@@ -7,6 +7,7 @@ the same `_Fitter` methods; only the transport differs. Payloads cross as `torch
 
 import copy
 import io
+import logging
 import multiprocessing
 import signal
 import traceback
@@ -17,6 +18,8 @@ from torch import Tensor
 
 from trpo.policy import ValueNetwork
 from trpo.update import fit_value
+
+log = logging.getLogger(__name__)
 
 
 def _dumps(value: Any) -> bytes:
@@ -88,6 +91,10 @@ class ValueFitter:
         self.value = value
         self._pending = False
         self._metrics: dict[str, Tensor] = {}
+        start_method = multiprocessing.get_start_method(allow_none=True)
+        if process and start_method not in (None, "fork", "spawn", "forkserver"):  # e.g. a joblib (loky) worker
+            log.warning("algo.value_process: a child cannot be started from a %r worker; fitting here", start_method)
+            process = False
         fitted = copy.deepcopy(value)  # start() sends it value's weights and normalizer each time
         args = (fitted.cpu() if process else fitted, lr, epochs, minibatch_size, seed)
         if process:
