@@ -6,9 +6,11 @@
     wrappers) stepped with pre-drawn random actions;
 (b) our end-to-end training steps/s with the env's preset (updates, logging, W&B offline included);
 (c) the split of our wall time by phase, from a profiled run of the same length (cProfile
-    cumulative times of the phase functions, as fractions: profiling inflates absolute times);
-(d) with --peers: Stable-Baselines3-contrib's TRPO with the RL Zoo settings (the optional `bench`
-    extra), for the same number of steps.
+    cumulative times of the phase functions in the training process, as fractions: profiling
+    inflates absolute times). With algo.value_process the value fit runs in a child process during
+    the next rollout; what the trainer still spends on it is handing it over and waiting for it;
+(d) with --peers: Stable-Baselines3-contrib's TRPO with the RL Zoo settings and Tianshou's TRPO with
+    its MuJoCo example settings (the optional `bench` extra), for the same number of steps.
 Ratios are what to compare across machines: (b)/(a) and (b)/(d).
 """
 
@@ -37,7 +39,8 @@ PHASES = {
     "policy step (all)": ("trpo/update.py", "trpo_step"),
     "  conjugate gradient": ("trpo/linalg.py", "conjugate_gradient_with_residual"),
     "  line search": ("trpo/trust_region.py", "line_search"),
-    "value fit": ("trpo/update.py", "fit_value"),
+    "value fit: hand over": ("trpo/value_process.py", "start"),
+    "value fit: wait": ("trpo/value_process.py", "result"),
     "logging": ("trpo/logger.py", "log"),
     "checkpoints": ("trpo/train.py", "save_checkpoint"),
 }
@@ -108,6 +111,62 @@ def sb3_steps_per_second(env_id: str, steps: int) -> float:
     return steps / (time.perf_counter() - started)
 
 
+def tianshou_steps_per_second(env_id: str, steps: int) -> float:
+    """Tianshou's TRPO with the settings of its examples/mujoco/mujoco_trpo.py (16 shared-memory subprocess
+    envs with observation normalization, 64x64 tanh, initial log-std -0.5, lr 1e-3 with linear decay,
+    1024 steps per update, 20 critic iterations, max_kl 0.01, return scaling)."""
+    import gymnasium as gym
+    from tianshou.algorithm import TRPO
+    from tianshou.algorithm.modelfree.reinforce import ProbabilisticActorPolicy
+    from tianshou.algorithm.optim import AdamOptimizerFactory, LRSchedulerFactoryLinear
+    from tianshou.data import Collector, CollectStats, VectorReplayBuffer
+    from tianshou.env import ShmemVectorEnv, VectorEnvNormObs
+    from tianshou.trainer import OnPolicyTrainerParams
+    from tianshou.utils.net.common import Net
+    from tianshou.utils.net.continuous import ContinuousActorProbabilistic, ContinuousCritic
+    from torch.distributions import Independent, Normal
+
+    env = gym.make(env_id)
+    training_envs = VectorEnvNormObs(ShmemVectorEnv([lambda: gym.make(env_id)] * 16))
+    test_envs = VectorEnvNormObs(ShmemVectorEnv([lambda: gym.make(env_id)]), update_obs_rms=False)
+    training_envs.seed(0)
+    test_envs.seed(0)
+    torch.manual_seed(0)
+    shape, actions = env.observation_space.shape, env.action_space.shape
+    actor = ContinuousActorProbabilistic(preprocess_net=Net(state_shape=shape, hidden_sizes=[64, 64],
+                                                            activation=torch.nn.Tanh),
+                                         action_shape=actions, unbounded=True)
+    critic = ContinuousCritic(preprocess_net=Net(state_shape=shape, hidden_sizes=[64, 64], activation=torch.nn.Tanh))
+    torch.nn.init.constant_(actor.sigma_param, -0.5)
+    for module in [*actor.modules(), *critic.modules()]:
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.orthogonal_(module.weight, gain=np.sqrt(2))
+            torch.nn.init.zeros_(module.bias)
+    for module in actor.mu.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.weight.data.mul_(0.01)
+    optim = AdamOptimizerFactory(lr=1e-3)
+    optim.with_lr_scheduler_factory(LRSchedulerFactoryLinear(max_epochs=1, epoch_num_steps=steps,
+                                                             collection_step_num_env_steps=1024))
+    policy = ProbabilisticActorPolicy(actor=actor, dist_fn=lambda loc_scale: Independent(Normal(*loc_scale), 1),
+                                      action_scaling=True, action_bound_method="clip", action_space=env.action_space)
+    algorithm = TRPO(policy=policy, critic=critic, optim=optim, gamma=0.99, gae_lambda=0.95, return_scaling=True,
+                     advantage_normalization=True, optim_critic_iters=20, max_kl=0.01, backtrack_coeff=0.8,
+                     max_backtracks=10)
+    training_collector = Collector[CollectStats](algorithm, training_envs, VectorReplayBuffer(4096, 16),
+                                                 exploration_noise=True)
+    test_collector = Collector[CollectStats](algorithm, test_envs)
+    started = time.perf_counter()
+    algorithm.run_training(OnPolicyTrainerParams(
+        training_collector=training_collector, test_collector=test_collector, max_epochs=1, epoch_num_steps=steps,
+        update_step_num_repetitions=1, test_step_num_episodes=1, batch_size=None, collection_step_num_env_steps=1024,
+        show_progress=False, verbose=False))
+    elapsed = time.perf_counter() - started
+    training_envs.close()
+    test_envs.close()
+    return steps / elapsed
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="HalfCheetah-v4")
@@ -122,11 +181,16 @@ def main():
     print(f"(a) raw simulator: {raw:.0f} steps/s")
     print(f"(b) trpo training: {ours:.0f} steps/s   (b)/(a) = {ours / raw:.2f}")
     print("(c) share of training wall time (profiled run):")
-    for phase, share in phase_split(preset(args.env, args.steps, args.overrides)).items():
+    split = phase_split(preset(args.env, args.steps, args.overrides))
+    for phase, share in split.items():
         print(f"    {phase:<22} {share:6.1%}")
+    update = split["policy step (all)"] + split["value fit: hand over"] + split["value fit: wait"]
+    print(f"    update (policy step + value fit in the trainer) {update:6.1%}")
     if args.peers:
         peer = sb3_steps_per_second(args.env, args.steps)
         print(f"(d) SB3-contrib TRPO (RL Zoo settings): {peer:.0f} steps/s   (b)/(d) = {ours / peer:.2f}")
+        peer = tianshou_steps_per_second(args.env, args.steps)
+        print(f"(d) Tianshou TRPO (MuJoCo example settings): {peer:.0f} steps/s   (b)/(d) = {ours / peer:.2f}")
 
 
 if __name__ == "__main__":
