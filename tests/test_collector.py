@@ -96,3 +96,29 @@ def test_async_vector_env_gives_the_same_rollout_as_sync():
     assert sync.dones.any()  # crosses an episode end (Pendulum truncates at 200 steps)
     for name in ("obs", "actions", "rewards", "next_obs", "dones"):
         assert torch.equal(getattr(sync, name), getattr(async_, name)), name
+
+
+def test_envpool_backend_gives_the_returns_of_gymnasium():
+    pytest.importorskip("envpool")
+    returns = {}
+    for backend in ("gymnasium", "envpool"):
+        config = EnvConfig(num_envs=16, backend=backend, autoreset_mode="next_step", normalize_observations=False)
+        envs = make_envs("HalfCheetah-v4", config, gamma=0.99, seed=0)
+        torch.manual_seed(1)
+        policy = GaussianPolicy(17, 6, log_std_init=-20.0)  # deterministic in effect
+        with torch.no_grad():
+            policy.mean[-1].weight.mul_(30)  # actions of a useful size, mostly inside the bounds
+        state = collector.start(envs, seed=0)
+        collector.collect(envs, policy, state, num_steps=1001)  # one whole episode per env
+        returns[backend] = np.array(state.episode_returns)
+        envs.close()
+    gymnasium, envpool = returns["gymnasium"], returns["envpool"]
+    assert len(gymnasium) == len(envpool) == 16 and gymnasium.mean() < -50  # the policy does something
+    standard_error = np.hypot(gymnasium.std() / 4, envpool.std() / 4)
+    assert abs(gymnasium.mean() - envpool.mean()) < 3 * standard_error + 1.0  # reset noise differs; physics agree
+
+
+def test_envpool_rejects_an_env_it_does_not_have():
+    pytest.importorskip("envpool")
+    with pytest.raises(ValueError, match="not an EnvPool environment"):
+        make_envs("ToyTruncated-v0", EnvConfig(backend="envpool"), gamma=0.99)

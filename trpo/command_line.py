@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trpo import checkpoint
 from trpo.config import Config
+from trpo.envs import make_envpool
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("algo", "env", "logger", "debug", "sweep")
@@ -139,3 +140,5 @@ def check(overrides: list[str]) -> None:
     config = load_config(cfg, overridden_keys(overrides))
     check_writable(run_dir)
     check_spaces(config.env_id)
+    if config.env.backend == "envpool":
+        make_envpool(config.env_id, 1, config.seed).close()

@@ -1,6 +1,7 @@
 """Vector environments: id check, construction with episode statistics and optional reward scaling."""
 
 import difflib
+import warnings
 
 import gymnasium as gym
 import numpy as np
@@ -21,15 +22,34 @@ def check_env_id(env_id: str) -> None:
         raise ValueError(f"env={env_id!r} is not a registered Gymnasium environment id{hint}")
 
 
-def make_envs(env_id: str, config: EnvConfig, gamma: float) -> gym.vector.VectorEnv:
-    """The training vector env: episode statistics on raw rewards, then optional reward scaling."""
-    envs = gym.make_vec(env_id, num_envs=config.num_envs, vectorization_mode=config.vectorization,
-                        vector_kwargs={"autoreset_mode": AUTORESET[config.autoreset_mode]})
+def make_envs(env_id: str, config: EnvConfig, gamma: float, seed: int = 0) -> gym.vector.VectorEnv:
+    """The training vector env: episode statistics on raw rewards, then optional reward scaling.
+
+    seed: EnvPool takes its seeds here, once (Gymnasium's envs are seeded by their first reset).
+    """
+    if config.backend == "envpool":
+        envs = make_envpool(env_id, config.num_envs, seed)
+    else:
+        envs = gym.make_vec(env_id, num_envs=config.num_envs, vectorization_mode=config.vectorization,
+                            vector_kwargs={"autoreset_mode": AUTORESET[config.autoreset_mode]})
     check_spaces(env_id, envs.single_observation_space, envs.single_action_space)
     envs = RecordEpisodeStatistics(envs)
     if config.normalize_rewards:
         envs = NormalizeReward(envs, gamma=gamma)
     return envs
+
+
+def make_envpool(env_id: str, num_envs: int, seed: int) -> gym.vector.VectorEnv:
+    """EnvPool's Gymnasium vector env (next-step autoreset), seeded once: its reset(seed=...) is a no-op."""
+    try:
+        import envpool
+    except ImportError:
+        raise ValueError("env.backend='envpool' is invalid: envpool is not installed; "
+                         "pip install -e '.[envpool]' or use env.backend=gymnasium") from None
+    if env_id not in envpool.list_all_envs():
+        raise ValueError(f"env={env_id!r} is not an EnvPool environment; use env.backend=gymnasium")
+    warnings.filterwarnings("ignore", message="EnvPool seeds are fixed")  # collector.start resets with a seed
+    return envpool.make_gymnasium(env_id, num_envs=num_envs, seed=seed)
 
 
 def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Space) -> None:

@@ -42,7 +42,7 @@ def train(config: Config, run_dir: Path) -> float:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
     seed_everything(config.seed, config.torch_threads)
-    envs = make_envs(config.env_id, config.env, config.algo.gamma)
+    envs = make_envs(config.env_id, config.env, config.algo.gamma, config.seed)
     policy, value = (m.to(device) for m in build_models(config, envs.single_observation_space,
                                                         envs.single_action_space))
     acting_policy = policy if device.type == "cpu" else copy.deepcopy(policy).cpu()
