@@ -10,6 +10,7 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 import gymnasium as gym
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, OverrideParseException
@@ -17,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trpo import checkpoint
 from trpo.config import Config
-from trpo.envs import make_envpool
+from trpo.envs import check_env_id, make_envpool
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("algo", "env", "logger", "debug", "sweep")
@@ -123,13 +124,34 @@ def check_spaces(env_id: str) -> None:
         env.close()
 
 
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' is invalid: no CUDA GPU is available; use device=cpu or device=auto")
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
+
+
+def load_config(cfg: DictConfig, overridden: list[str]) -> Config:
+    """The composed Hydra config as a validated Config, or the saved one when resuming.
+
+    overridden: the keys the command line sets (see trpo.command_line.overridden_keys).
+    Raises ValueError naming the bad key, its value and what is allowed.
+    """
+    config = OmegaConf.to_object(cfg)
+    if config.resume is not None:
+        run_dir = Path(config.resume)
+        check_resume_dir(run_dir)
+        saved = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(run_dir / "config.yaml"))
+        config = resumed(OmegaConf.to_object(saved), config, overridden)
+    check_env_id(config.env_id)
+    resolve_device(config.device)
+    return config
+
+
 def check(overrides: list[str]) -> None:
     """Everything knowable about a single run's command line before Hydra starts; raises ValueError.
 
     Overrides of Hydra's grammar that do not parse are left to Hydra, which reports them (status 1).
     """
-    from trpo.train import load_config
-
     check_keys(overrides)
     try:
         cfg, run_dir = composed(overrides)

@@ -22,7 +22,7 @@ from trpo import checkpoint, collector, command_line
 from trpo.advantages import gae
 from trpo.collector import Rollout
 from trpo.config import AlgoConfig, Config
-from trpo.envs import check_env_id, load_reward_normalizer_state, make_envs, reward_normalizer_state
+from trpo.envs import load_reward_normalizer_state, make_envs, reward_normalizer_state
 from trpo.evaluate import evaluate_policy
 from trpo.logger import RunLogger
 from trpo.policy import CategoricalPolicy, GaussianPolicy, ObservationNormalizer, Policy, ValueNetwork
@@ -38,7 +38,7 @@ def train(config: Config, run_dir: Path) -> float:
     Returns the mean return of the final deterministic evaluation (the sweep objective).
     """
     run_started = time.perf_counter()
-    device = resolve_device(config.device)
+    device = command_line.resolve_device(config.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
     seed_everything(config.seed, config.torch_threads)
@@ -184,12 +184,6 @@ def resume(run_dir: Path, config: Config, policy: Policy, value: ValueNetwork, v
             saved["episode_lengths"].tolist())
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' is invalid: no CUDA GPU is available; use device=cpu or device=auto")
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
-
-
 def seed_everything(seed: int, threads: int) -> None:
     """One seed for Python, NumPy and torch (the envs are seeded by their first reset)."""
     random.seed(seed)
@@ -198,30 +192,13 @@ def seed_everything(seed: int, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def load_config(cfg: DictConfig, overridden: list[str]) -> Config:
-    """The composed Hydra config as a validated Config, or the saved one when resuming.
-
-    overridden: the keys the command line sets (see trpo.command_line.overridden_keys).
-    Raises ValueError naming the bad key, its value and what is allowed.
-    """
-    config = OmegaConf.to_object(cfg)
-    if config.resume is not None:
-        run_dir = Path(config.resume)
-        command_line.check_resume_dir(run_dir)
-        saved = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(run_dir / "config.yaml"))
-        config = command_line.resumed(OmegaConf.to_object(saved), config, overridden)
-    check_env_id(config.env_id)
-    resolve_device(config.device)
-    return config
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     hydra_config = HydraConfig.get()
     overrides = list(hydra_config.overrides.task)
     try:
         command_line.check_keys(overrides)
-        config = load_config(cfg, command_line.overridden_keys(overrides))
+        config = command_line.load_config(cfg, command_line.overridden_keys(overrides))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
