@@ -1,6 +1,6 @@
 """Training throughput against the simulator's own speed, in one run on one machine.
 
-    python benchmarks/throughput.py [--env HalfCheetah-v4] [--steps 200000] [--peers]
+    python benchmarks/throughput.py [--env HalfCheetah-v4] [--steps 200000] [--peers] [K=V ...] [--against K=V ...]
 
 (a) raw simulator steps/s: the preset's vector env (same envs, vectorization, autoreset mode,
     wrappers) stepped with pre-drawn random actions;
@@ -172,6 +172,8 @@ def main():
     parser.add_argument("--env", default="HalfCheetah-v4")
     parser.add_argument("--steps", type=int, default=200_000)
     parser.add_argument("--peers", action="store_true", help="also time the peers (pip install -e '.[bench]')")
+    parser.add_argument("--against", nargs="+", metavar="OVERRIDE",
+                        help="also time our training with these overrides instead, e.g. algo.value_process=false")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for our runs, e.g. algo.fisher_subsample=0.25")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -180,6 +182,9 @@ def main():
     ours = training_steps_per_second(preset(args.env, args.steps, args.overrides))
     print(f"(a) raw simulator: {raw:.0f} steps/s")
     print(f"(b) trpo training: {ours:.0f} steps/s   (b)/(a) = {ours / raw:.2f}")
+    if args.against:
+        other = training_steps_per_second(preset(args.env, args.steps, args.against))
+        print(f"    with {' '.join(args.against)}: {other:.0f} steps/s   (b) / this = {ours / other:.2f}")
     print("(c) share of training wall time (profiled run):")
     split = phase_split(preset(args.env, args.steps, args.overrides))
     for phase, share in split.items():
