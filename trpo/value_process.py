@@ -28,8 +28,8 @@ def _dumps(value: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _loads(data: bytes) -> Any:
-    return torch.load(io.BytesIO(data), weights_only=True)
+def _loads(data: bytes, device: torch.device | str | None = None) -> Any:
+    return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
 
 
 class _Fitter:
@@ -42,7 +42,7 @@ class _Fitter:
 
     def fit(self, data: bytes) -> bytes:
         """data: obs, returns, the trainer's value weights and normalizer; returns the new weights and metrics."""
-        obs, returns, weights, normalizer = _loads(data)
+        obs, returns, weights, normalizer = _loads(data, next(self.value.parameters()).device)
         self.value.body.load_state_dict(weights)
         self.value.normalizer.load_state_dict(normalizer)
         metrics = fit_value(self.value, self.optimizer, obs, returns, self.epochs, self.minibatch_size,
@@ -53,9 +53,9 @@ class _Fitter:
         return _dumps({"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()})
 
     def load_state(self, data: bytes) -> None:
-        state = _loads(data)
+        state = _loads(data, next(self.value.parameters()).device)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"].cpu())
 
 
 def _serve(pipe, *args) -> None:
