@@ -53,9 +53,9 @@ class _Fitter:
         return _dumps({"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()})
 
     def load_state(self, data: bytes) -> None:
-        state = _loads(data, next(self.value.parameters()).device)
+        state = _loads(data, "cpu")  # the optimizer moves its state next to the parameters itself
         self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"].cpu())
+        self.generator.set_state(state["generator"])
 
 
 def _serve(pipe, *args) -> None:
