@@ -152,3 +152,10 @@ def test_resume_continues_from_the_checkpoint_without_duplicate_iterations(tmp_p
     assert all(set(METRICS) <= set(row) for row in rows)
     resumed = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)
     assert not torch.equal(resumed["policy"]["logits.0.weight"], saved["policy"]["logits.0.weight"])
+
+
+def test_periodic_evaluation_is_logged_every_eval_every_steps(tmp_path):
+    train(composed("CartPole-v1", "debug=smoke", "total_steps=640", "eval.every=256"), tmp_path)
+    rows = read_metrics(tmp_path)  # 128 steps an iteration: evaluations after steps 256 and 512
+    assert [row["global_step"] for row in rows if "eval/episode_return" in row] == [256, 512]
+    assert all(1 <= row["eval/episode_return"] <= 500 for row in rows if "eval/episode_return" in row)

@@ -138,10 +138,12 @@ class CheckpointConfig:
 
 @dataclass
 class EvalConfig:
-    episodes: int = 10  # deterministic episodes of the final evaluation
+    episodes: int = 10  # deterministic episodes of each evaluation
+    every: int = 0  # environment steps between evaluations during training, logged as eval/episode_return (0: off)
 
     def __post_init__(self):
         _check("eval", "episodes", self.episodes, self.episodes >= 1, "must be an integer >= 1")
+        _check("eval", "every", self.every, self.every >= 0, "must be an integer >= 0 (0: only the final evaluation)")
 
 
 @dataclass

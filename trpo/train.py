@@ -79,6 +79,9 @@ def train(config: Config, run_dir: Path) -> float:
                 unlogged = {"global_step": global_step, "iteration": iteration, **episode_metrics(state), **metrics,
                             "time/sps": rollout.rewards.numel() / elapsed, "time/collect_s": collected - started,
                             "time/update_s": time.perf_counter() - collected}
+                if evaluation_due(config.eval.every, global_step, rollout.rewards.numel()):
+                    unlogged["eval/episode_return"] = float(evaluate_policy(
+                        config.env_id, acting_policy, config.eval.episodes, config.seed).mean())
                 if iteration % config.checkpoint.every == 0:
                     unlogged = log_iteration(logger, unlogged, value_fitter)
                     save_checkpoint(run_dir, policy, value, value_fitter, envs, state, generator, global_step, iteration)
@@ -143,6 +146,11 @@ def build_models(config: Config, observation_space: gym.Space, action_space: gym
         policy = GaussianPolicy(obs_dim, action_space.shape[0], hidden, activation, config.model.log_std_init,
                                 normalizer=normalizer)
     return policy, ValueNetwork(obs_dim, hidden, activation, normalizer=normalizer)
+
+
+def evaluation_due(every: int, global_step: int, steps: int) -> bool:
+    """Whether the last `steps` steps, ending at global_step, crossed a multiple of `every` (0: never)."""
+    return every > 0 and global_step // every > (global_step - steps) // every
 
 
 def log_iteration(logger: RunLogger, metrics: dict | None, value_fitter: ValueFitter) -> None:
