@@ -44,7 +44,9 @@ def load_run(metrics_path: Path) -> Run:
     returns = np.array([row["rollout/episode_return"] for row in rows], dtype=float)
     final = json.loads((run_dir / "eval.json").read_text()) if (run_dir / "eval.json").is_file() else {}
     wall = final.get("time/wall_s", sum(row["time/collect_s"] + row["time/update_s"] for row in rows))
-    return Run(config["env_id"], settings, steps, returns, final.get("eval/episode_return", float(returns[-1])), wall)
+    final_return = final["eval/episode_return"] if "eval/episode_return" in final else \
+        float(returns[-1]) if len(returns) else float("nan")
+    return Run(config["env_id"], settings, steps, returns, final_return, wall)
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
@@ -91,7 +93,11 @@ def write_report(directories: list[Path], out: Path) -> str:
     rng = np.random.default_rng(0)
     lines = ["| env | setting | seeds | steps | final return (mean) | 95% CI | wall time (s, mean) |",
              "|---|---|---|---|---|---|---|"]
-    for env_id, groups in group_runs([load_run(p) for p in paths]).items():
+    runs = [load_run(p) for p in paths]
+    for run in runs:
+        if not len(run.steps):
+            print(f"{run.env_id}: a run below {[str(d) for d in directories]} finished no episode; left out")
+    for env_id, groups in group_runs([run for run in runs if len(run.steps)]).items():
         figure, axes = plt.subplots(figsize=(7, 4.5))
         for label, runs in groups.items():
             grid, returns = curve(runs)

@@ -1,0 +1,91 @@
+"""The MuJoCo learning benchmark: envs x seeds at their presets, beside the best published TRPO figures.
+
+    python benchmarks/mujoco.py [--envs HalfCheetah-v4 Hopper-v4 ...] [--seeds 0 1 2 3 4] [--jobs 2]
+                                [--out benchmarks/results/mujoco] [Hydra overrides for every run ...]
+
+Each run is `python -m trpo.train env=<env> seed=<seed> hydra.run.dir=<out>/runs/<env>-s<seed>` in a
+process of its own, `--jobs` at a time with one torch thread each. A failed run is reported and the
+others go on; runs that already wrote eval.json are kept, so an interrupted benchmark continues where
+it stopped. Then `trpo.report` draws the curves (`<out>/<env>.png`, `<out>/results.md`) and this script
+writes `<out>/comparison.md`: per env the final deterministic evaluation (mean, 95% bootstrap CI over
+seeds, worst seed), seeds, steps and wall time, next to the best published figure and the target.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from trpo.report import bootstrap_ci, write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+# env: (best published TRPO at 1M steps, our target for the mean over >= 5 seeds)
+PUBLISHED = {
+    "HalfCheetah-v4": ("4471 (Tianshou, 10 seeds); here: Tianshou 4750 and 7099, SB3-contrib 3598", 6000),
+    "Hopper-v4": ("3372 +- 215 (SB3-contrib, 3 seeds)", 3400),
+    "Walker2d-v4": ("4502 +- 234 (SB3-contrib, 3 seeds)", 4500),
+    "Ant-v4": ("3554 +- 591 (SB3-contrib, 3 seeds)", 3600),
+    "Swimmer-v4": ("359 (SB3-contrib)", 360),
+    "Humanoid-v4": ("810 (Tianshou); 1030 (Engstrom et al. 2020)", 1000),
+    "InvertedDoublePendulum-v4": ("8435 (Tianshou TRPO); 9243 (Tianshou NPG)", 9000),
+}
+
+
+def run(env_id: str, seed: int, out: Path, overrides: list[str]) -> str | None:
+    """One training run; None when it succeeded (or had already), else the end of its stderr."""
+    run_dir = out / "runs" / f"{env_id}-s{seed}"
+    if (run_dir / "eval.json").exists():
+        return None
+    command = [sys.executable, "-m", "trpo.train", f"env={env_id}", f"seed={seed}", f"hydra.run.dir={run_dir}",
+               "logger.progress_bar=false", "torch_threads=1", *overrides]
+    if (run_dir / "checkpoints").exists():
+        command.append("checkpoint.resume=auto")  # continue an interrupted run
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ))
+    return None if result.returncode == 0 else result.stderr[-2000:]
+
+
+def results_table(out: Path, envs: list[str]) -> str:
+    rng = np.random.default_rng(0)
+    lines = ["| env | seeds | steps | final eval (mean) | 95% CI | worst seed | wall time (s, mean) | "
+             "best published TRPO at 1M | target |", "|---|---|---|---|---|---|---|---|---|"]
+    for env_id in envs:
+        evals = [json.loads(p.read_text()) for p in sorted((out / "runs").glob(f"{env_id}-s*/eval.json"))]
+        if not evals:
+            continue
+        finals = np.array([e["eval/episode_return"] for e in evals])
+        low, high = bootstrap_ci(finals, rng)
+        published, target = PUBLISHED.get(env_id, ("", ""))
+        lines.append(f"| {env_id} | {len(finals)} | {min(e['global_step'] for e in evals)} | {finals.mean():.1f} | "
+                     f"[{low:.1f}, {high:.1f}] | {finals.min():.1f} | "
+                     f"{np.mean([e['time/wall_s'] for e in evals]):.0f} | {published} | {target} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--envs", nargs="+", default=list(PUBLISHED))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mujoco")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    jobs = [(env_id, seed) for env_id in args.envs for seed in args.seeds]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        failures = list(pool.map(lambda job: run(*job, args.out, args.overrides), jobs))
+    for (env_id, seed), failure in zip(jobs, failures):
+        if failure:
+            print(f"{env_id} seed {seed} failed:\n{failure}", file=sys.stderr)
+    write_report([args.out / "runs"], args.out)
+    table = results_table(args.out, args.envs)
+    (args.out / "comparison.md").write_text(table)
+    print(table)
+    sys.exit(1 if any(failures) else 0)
+
+
+if __name__ == "__main__":
+    main()
