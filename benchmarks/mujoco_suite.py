@@ -1,4 +1,4 @@
-"""The MuJoCo learning benchmark (not named mujoco.py: scripts here would shadow the mujoco package): envs x seeds at their presets, beside the best published TRPO figures.
+"""The MuJoCo learning benchmark: envs x seeds at their presets, beside the best published TRPO figures.
 
     python benchmarks/mujoco_suite.py [--envs HalfCheetah-v4 Hopper-v4 ...] [--seeds 0 1 2 3 4] [--jobs 2]
                                 [--out benchmarks/results/mujoco] [Hydra overrides for every run ...]

@@ -56,9 +56,9 @@ def preset(env_id: str, steps: int, overrides: list[str]) -> Config:
 
 def raw_steps_per_second(config: Config, steps: int) -> float:
     envs = make_envs(config.env_id, config.env, config.algo.gamma)
-    space = envs.action_space
+    space = envs.single_action_space  # EnvPool's action_space is the single one too
     rng = np.random.default_rng(0)
-    actions = rng.uniform(space.low, space.high, size=(64, *space.shape)).astype(space.dtype)
+    actions = rng.uniform(space.low, space.high, size=(64, envs.num_envs, *space.shape)).astype(space.dtype)
     envs.reset(seed=0)
     iterations = steps // envs.num_envs
     started = time.perf_counter()
