@@ -75,3 +75,17 @@ def test_falls_back_to_fitting_in_process_inside_a_joblib_worker(monkeypatch):
     assert fitter._process is None
     fitter.start(torch.randn(16, 3), torch.randn(16))
     assert set(fitter.result()) == {"value/loss", "value/explained_variance"}
+
+
+def test_child_outlives_a_sigterm_to_the_process_group_until_the_trainer_closes_it():
+    import os
+    import signal
+
+    fitter = ValueFitter(ValueNetwork(3), lr=1e-2, epochs=1, minibatch_size=8, seed=0, process=True)
+    fitter.state()  # the child is up and serving
+    os.kill(fitter._process.pid, signal.SIGTERM)  # as a cluster's kill of the whole job would
+    fitter.start(torch.randn(16, 3), torch.randn(16))
+    assert set(fitter.result()) == {"value/loss", "value/explained_variance"}
+    assert set(fitter.state()) == {"optimizer", "generator"}  # what the trainer's last checkpoint needs
+    fitter.close()
+    assert not fitter._process.is_alive()

@@ -60,7 +60,8 @@ class _Fitter:
 
 def _serve(pipe, *args) -> None:
     """The child process: answer (method, args) requests in order until close or until the trainer is gone."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
+    for number in (signal.SIGINT, signal.SIGTERM):  # the trainer's to handle: it needs us for its checkpoint
+        signal.signal(number, signal.SIG_IGN)
     torch.set_num_threads(1)
     fitter = _Fitter(*args)
     while True:
