@@ -1,7 +1,7 @@
 """The MuJoCo learning benchmark: envs x seeds at their presets, beside the best published TRPO figures.
 
     python benchmarks/mujoco_suite.py [--envs HalfCheetah-v4 Hopper-v4 ...] [--seeds 0 1 2 3 4] [--jobs 2]
-                                [--out benchmarks/results/mujoco] [Hydra overrides for every run ...]
+                                      [--out benchmarks/results/mujoco] [Hydra overrides for every run ...]
 
 Each run is `python -m trpo.train env=<env> seed=<seed> hydra.run.dir=<out>/runs/<env>-s<seed>` in a
 process of its own, `--jobs` at a time with one torch thread each. A failed run is reported and the
@@ -9,6 +9,7 @@ others go on; runs that already wrote eval.json are kept, so an interrupted benc
 it stopped. Then `trpo.report` draws the curves (`<out>/<env>.png`, `<out>/results.md`) and this script
 writes `<out>/comparison.md`: per env the final deterministic evaluation (mean, 95% bootstrap CI over
 seeds, worst seed), seeds, steps and wall time, next to the best published figure and the target.
+(Not named mujoco.py: a script's folder comes first on sys.path, where it would shadow mujoco.)
 """
 
 import argparse
