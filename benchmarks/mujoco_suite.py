@@ -50,8 +50,11 @@ def run(env_id: str, seed: int, out: Path, overrides: list[str]) -> str | None:
     return None if result.returncode == 0 else result.stderr[-2000:]
 
 
-def results_table(out: Path, envs: list[str]) -> str:
+def results_table(out: Path) -> str:
+    """The comparison over every env with runs in out (also those of earlier invocations)."""
     rng = np.random.default_rng(0)
+    found = {p.parent.name.rsplit("-s", 1)[0] for p in (out / "runs").glob("*/eval.json")}
+    envs = [env_id for env_id in PUBLISHED if env_id in found] + sorted(found - set(PUBLISHED))
     lines = ["| env | seeds | steps | final eval (mean) | 95% CI | worst seed | wall time (s, mean) | "
              "best published TRPO at 1M | target |", "|---|---|---|---|---|---|---|---|---|"]
     for env_id in envs:
@@ -82,7 +85,7 @@ def main() -> None:
         if failure:
             print(f"{env_id} seed {seed} failed:\n{failure}", file=sys.stderr)
     write_report([args.out / "runs"], args.out)
-    table = results_table(args.out, args.envs)
+    table = results_table(args.out)
     (args.out / "comparison.md").write_text(table)
     print(table)
     sys.exit(1 if any(failures) else 0)
