@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trpo import checkpoint
 from trpo.config import Config
-from trpo.envs import check_env_id, make_envpool
+from trpo.envs import check_env_id, check_spaces, make_envpool
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("algo", "env", "logger", "debug", "sweep")
@@ -113,13 +113,11 @@ def check_writable(run_dir: Path) -> None:
         raise ValueError(f"output directory {str(run_dir)!r} is not writable: {existing}: {error.strerror}") from None
 
 
-def check_spaces(env_id: str) -> None:
+def check_env_spaces(env_id: str) -> None:
     """Build one env just long enough to read its spaces (gymnasium has no other way to know them)."""
-    from trpo.envs import check_spaces as check
-
     env = gym.make(env_id)
     try:
-        check(env_id, env.observation_space, env.action_space)
+        check_spaces(env_id, env.observation_space, env.action_space)
     finally:
         env.close()
 
@@ -161,6 +159,6 @@ def check(overrides: list[str]) -> None:
         raise ValueError(hydra_message(error)) from None
     config = load_config(cfg, overridden_keys(overrides))
     check_writable(run_dir)
-    check_spaces(config.env_id)
+    check_env_spaces(config.env_id)
     if config.env.backend == "envpool":
         make_envpool(config.env_id, 1, config.seed).close()
