@@ -1,11 +1,12 @@
-"""Time Fisher-vector products: analytic (J^T M J by jvp + vjp) against autograd (double backprop).
+"""Time the Fisher-vector product methods: mlp (J^T M J written out), analytic (jvp + vjp), autograd.
 
     python benchmarks/fvp.py [--device cpu|cuda] [--threads N]
 
-HalfCheetah sizes (17 observations, 6 actions), Gaussian policies 64x64 and 256x256, batches 2048 and
-8192. "product" is one (F + damping I) v once the shared work is done; "solve" is what conjugate
-gradient pays per update: building the product (forward pass, KL graph or vjp) plus 11 products.
-Both methods are timed in the same run, so their ratio is what to compare across machines.
+HalfCheetah sizes (17 observations, 6 actions), Gaussian policies 64x64 and 256x256, batches 256 (the
+HalfCheetah preset's Fisher subsample), 2048 and 8192. "product" is one (F + damping I) v once the
+shared work is done; "solve" is what conjugate gradient pays per update: building the product (forward
+pass, KL graph or vjp) plus 11 products. All methods are timed in the same run, so their ratios are
+what to compare across machines.
 """
 
 import argparse
@@ -13,7 +14,7 @@ import argparse
 import torch
 from torch.utils.benchmark import Timer
 
-from trpo.curvature import fisher_matvec
+from trpo.curvature import FISHER_METHODS, fisher_matvec
 from trpo.policy import GaussianPolicy
 
 OBS_DIM, ACT_DIM = 17, 6
@@ -37,19 +38,19 @@ def main():
     device = torch.device(args.device)
     print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
           f"torch {torch.__version__}, {args.threads} threads")
-    print("| policy | batch | analytic product (ms) | autograd product (ms) | autograd / analytic "
-          "| analytic solve (ms) | autograd solve (ms) | autograd / analytic |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| policy | batch | " + " | ".join(f"{m} product (ms)" for m in FISHER_METHODS) + " | "
+          + " | ".join(f"{m} solve (ms)" for m in FISHER_METHODS) + " | solve time / mlp's |")
+    print("|---" * (2 + 2 * len(FISHER_METHODS) + 1) + "|")
     for hidden in ((64, 64), (256, 256)):
         torch.manual_seed(0)
         policy = GaussianPolicy(OBS_DIM, ACT_DIM, hidden=hidden).to(device)
         v = torch.randn(sum(p.numel() for p in policy.parameters()), device=device)
-        for batch in (2048, 8192):
+        for batch in (256, 2048, 8192):
             obs = torch.randn(batch, OBS_DIM, device=device)
-            (a_prod, a_solve), (b_prod, b_solve) = (time_method(policy, obs, v, m, args.threads)
-                                                    for m in ("analytic", "autograd"))
-            print(f"| {hidden[0]}x{hidden[1]} | {batch} | {a_prod * 1e3:.3f} | {b_prod * 1e3:.3f} | "
-                  f"{b_prod / a_prod:.2f} | {a_solve * 1e3:.2f} | {b_solve * 1e3:.2f} | {b_solve / a_solve:.2f} |")
+            times = {m: time_method(policy, obs, v, m, args.threads) for m in FISHER_METHODS}
+            ratios = ", ".join(f"{m} {times[m][1] / times['mlp'][1]:.2f}" for m in FISHER_METHODS if m != "mlp")
+            print(f"| {hidden[0]}x{hidden[1]} | {batch} | " + " | ".join(f"{p * 1e3:.3f}" for p, _ in times.values())
+                  + " | " + " | ".join(f"{s * 1e3:.2f}" for _, s in times.values()) + f" | {ratios} |")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from trpo.update import trpo_step
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-@pytest.mark.parametrize("method", ["analytic", "autograd"])
+@pytest.mark.parametrize("method", ["mlp", "analytic", "autograd"])
 @pytest.mark.parametrize("kind", ["gaussian", "categorical"])
 def test_update_on_cuda_matches_cpu_without_host_sync(kind, method):
     config = AlgoConfig(fisher_method=method)

@@ -101,22 +101,3 @@ def test_normalizer_is_shared_by_policy_and_value_and_saved_with_both():
 def test_value_network_outputs_one_value_per_state():
     assert ValueNetwork(6)(torch.randn(11, 6)).shape == (11,)
     assert ValueNetwork(6)(torch.randn(5, 4, 6)).shape == (5, 4)
-
-
-def test_act_samples_the_action_distribution():
-    torch.manual_seed(0)
-    obs = torch.randn(1, 3).expand(200_000, 3)
-    gaussian = GaussianPolicy(3, 2, log_std_init=-0.7)
-    with torch.no_grad():
-        actions = gaussian.act(obs, gaussian.action_noise(obs.shape[0]))
-        mean = gaussian(obs[:1])[0][0]
-    torch.testing.assert_close(actions.mean(0), mean, atol=0.01, rtol=0)
-    torch.testing.assert_close(actions.std(0), torch.full((2,), math.exp(-0.7)), atol=0.01, rtol=0)
-
-    categorical = CategoricalPolicy(3, 4)
-    with torch.no_grad():
-        categorical.logits[-1].bias.copy_(torch.tensor([0.0, 1.0, -1.0, 2.0]))  # clearly unequal probabilities
-        actions = categorical.act(obs, categorical.action_noise(obs.shape[0]))
-        probs = categorical.dist(obs[:1]).probs[0]
-    frequencies = torch.bincount(actions, minlength=4) / actions.shape[0]
-    torch.testing.assert_close(frequencies, probs, atol=0.005, rtol=0)

@@ -1,4 +1,4 @@
-"""Rollout collection: one batched policy call per vector-env step, into preallocated [T, N] tensors."""
+"""Rollout collection: one batched policy call per vector-env step, into preallocated [T, N] arrays."""
 
 from dataclasses import dataclass, field
 
@@ -8,6 +8,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 from torch import Tensor
 
+from trpo import acting
 from trpo.policy import Policy
 
 
@@ -44,7 +45,11 @@ def start(envs: gym.vector.VectorEnv, seed: int, episode_returns: list[float] | 
 
 
 def collect(envs: gym.vector.VectorEnv, policy: Policy, state: CollectorState, num_steps: int) -> Rollout:
-    """Step all envs num_steps times with actions sampled from policy (on the CPU); updates state."""
+    """Step all envs num_steps times with actions sampled from policy (on the CPU); updates state.
+
+    The step loop works on NumPy arrays only (assignments into them cost a fraction of torch's); they
+    become tensors without a copy at the end.
+    """
     mode = envs.metadata.get("autoreset_mode")
     if mode not in (AutoresetMode.SAME_STEP, AutoresetMode.NEXT_STEP):
         raise ValueError(f"autoreset_mode={mode!r} is not supported; use SAME_STEP or NEXT_STEP")
@@ -52,38 +57,39 @@ def collect(envs: gym.vector.VectorEnv, policy: Policy, state: CollectorState, n
     continuous = isinstance(space, gym.spaces.Box)
     T, N = num_steps, envs.num_envs
     obs_shape = envs.single_observation_space.shape
-    obs_buffer = torch.empty((T, N, *obs_shape))
-    next_obs_buffer = torch.empty((T, N, *obs_shape))
-    actions = torch.empty((T, N, *space.shape), dtype=torch.float32 if continuous else torch.int64)
-    rewards = torch.empty(T, N)
-    terminated, dones = torch.empty(T, N, dtype=torch.bool), torch.empty(T, N, dtype=torch.bool)
-    valid = torch.ones(T, N, dtype=torch.bool)
-    noise = policy.action_noise(T, N)  # one draw per rollout: the step loop only runs the network
+    obs_buffer = np.empty((T, N, *obs_shape), dtype=np.float32)
+    next_obs_buffer = np.empty((T, N, *obs_shape), dtype=np.float32)
+    actions = np.empty((T, N, *space.shape), dtype=np.float32 if continuous else np.int64)
+    rewards = np.empty((T, N), dtype=np.float32)
+    terminated, dones = np.empty((T, N), dtype=bool), np.empty((T, N), dtype=bool)
+    valid = np.ones((T, N), dtype=bool)
+    noise = policy.action_noise(T, N).numpy()  # one draw per rollout: the step loop only runs the network
+    actor = acting.snapshot(policy)
+    if continuous:  # the env gets the clipped action; the rollout keeps the sample and its log-prob
+        low, high = space.low.astype(np.float32), space.high.astype(np.float32)
 
     for t in range(T):
-        obs_buffer[t] = torch.from_numpy(state.obs)
-        with torch.no_grad():
-            actions[t] = policy.act(obs_buffer[t], noise[t])
-        env_action = actions[t].numpy()
-        if continuous:  # the env gets the clipped action; the rollout keeps the sample and its log-prob
-            env_action = np.clip(env_action, space.low, space.high)
+        obs_buffer[t] = state.obs
+        actions[t] = actor(obs_buffer[t], noise[t])
+        env_action = np.minimum(np.maximum(actions[t], low), high) if continuous else actions[t]
         next_obs, reward, term, trunc, info = envs.step(env_action)
-        done = term | trunc
-        rewards[t] = torch.from_numpy(np.asarray(reward, dtype=np.float32))
-        terminated[t], dones[t] = torch.from_numpy(term), torch.from_numpy(done)
-        next_obs_buffer[t] = torch.from_numpy(next_obs)
+        rewards[t], terminated[t] = reward, term
+        done = np.logical_or(term, trunc, out=dones[t])
+        next_obs_buffer[t] = next_obs
         if mode == AutoresetMode.SAME_STEP:
             if done.any():  # next_obs holds the reset observation there; the true one is in final_obs
                 ended = np.flatnonzero(done)
-                next_obs_buffer[t, ended] = torch.as_tensor(np.stack(info["final_obs"][ended]), dtype=torch.float32)
+                next_obs_buffer[t, ended] = np.stack(info["final_obs"][ended])
         else:
-            valid[t] = torch.from_numpy(~state.resetting)
-            state.resetting = done
+            valid[t] = ~state.resetting
+            state.resetting = done.copy()
         if "episode" in info:
             ended = info["_episode"]
             state.episode_returns.extend(info["episode"]["r"][ended].tolist())
             state.episode_lengths.extend(info["episode"]["l"][ended].tolist())
         state.obs = next_obs
+    obs_t, actions_t = torch.from_numpy(obs_buffer), torch.from_numpy(actions)
     with torch.no_grad():  # log pi_old(a|s) of the whole rollout in one batched call
-        log_probs = policy.dist(obs_buffer.flatten(0, 1)).log_prob(actions.flatten(0, 1)).view(T, N)
-    return Rollout(obs_buffer, actions, log_probs, rewards, next_obs_buffer, terminated, dones, valid)
+        log_probs = policy.dist(obs_t.flatten(0, 1)).log_prob(actions_t.flatten(0, 1)).view(T, N)
+    return Rollout(obs_t, actions_t, log_probs, torch.from_numpy(rewards), torch.from_numpy(next_obs_buffer),
+                   torch.from_numpy(terminated), torch.from_numpy(dones), torch.from_numpy(valid))

@@ -12,7 +12,7 @@ OmegaConf.register_new_resolver("resume_or", lambda resume, default: default if 
                                 replace=True)
 
 ALGO_NAMES = ("trpo", "npg")
-FISHER_METHOD_CHOICES = ("auto", "analytic", "autograd")
+FISHER_METHOD_CHOICES = ("auto", "mlp", "analytic", "autograd")
 
 
 ACTIVATION_NAMES = tuple(ACTIVATIONS)
@@ -36,7 +36,7 @@ class AlgoConfig:
     max_backtracks: int = 10
     backtrack_ratio: float = 0.8
     accept_ratio: float = 0.1
-    fisher_method: str = "auto"  # analytic | autograd | auto (per-device default)
+    fisher_method: str = "auto"  # mlp | analytic | autograd | auto (per-device default)
     fisher_subsample: float = 1.0  # fraction of the batch used for Fisher-vector products
     normalize_advantages: bool = True
     gamma: float = 0.99

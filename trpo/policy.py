@@ -111,13 +111,8 @@ class GaussianPolicy(nn.Module):
         return self.distribution(self(obs))
 
     def action_noise(self, *shape: int) -> Tensor:
-        """Standard normal noise [*shape, A] for `act`, drawn from torch's global generator."""
+        """Standard normal noise [*shape, A] for trpo.acting (mean + std * noise), from torch's global generator."""
         return torch.randn(*shape, self.log_std.shape[0])
-
-    def act(self, obs: Tensor, noise: Tensor) -> Tensor:
-        """A sample of the action distribution at obs [B, obs_dim] from pre-drawn noise [B, A]: mean + std * noise."""
-        mean, log_std = self(obs)
-        return torch.addcmul(mean, log_std.exp(), noise)
 
     @staticmethod
     def kl(old: tuple[Tensor, Tensor], new: tuple[Tensor, Tensor]) -> Tensor:
@@ -169,12 +164,8 @@ class CategoricalPolicy(nn.Module):
         return self.distribution(self(obs))
 
     def action_noise(self, *shape: int) -> Tensor:
-        """Standard Gumbel noise [*shape, n_actions] for `act`, drawn from torch's global generator."""
+        """Standard Gumbel noise [*shape, n_actions] for trpo.acting (Gumbel-max), from torch's global generator."""
         return -torch.empty(*shape, self.logits[-1].out_features).exponential_().log()
-
-    def act(self, obs: Tensor, noise: Tensor) -> Tensor:
-        """A sample of the action distribution at obs [B, obs_dim] from pre-drawn Gumbel noise (Gumbel-max trick)."""
-        return (self(obs)[0] + noise).argmax(-1)
 
     @staticmethod
     def kl(old: tuple[Tensor], new: tuple[Tensor]) -> Tensor:
