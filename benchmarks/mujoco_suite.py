@@ -1,7 +1,8 @@
 """The MuJoCo learning benchmark: envs x seeds at their presets, beside the best published TRPO figures.
 
     python benchmarks/mujoco_suite.py [--envs HalfCheetah-v4 Hopper-v4 ...] [--seeds 0 1 2 3 4] [--jobs 2]
-                                      [--out benchmarks/results/mujoco] [Hydra overrides for every run ...]
+                                      [--out benchmarks/results/mujoco] [--peer tianshou]
+                                      [Hydra overrides for every run ...]
 
 Each run is `python -m trpo.train env=<env> seed=<seed> hydra.run.dir=<out>/runs/<env>-s<seed>` in a
 process of its own, `--jobs` at a time with one torch thread each. A failed run is reported and the
@@ -9,6 +10,9 @@ others go on; runs that already wrote eval.json are kept, so an interrupted benc
 it stopped. Then `trpo.report` draws the curves (`<out>/<env>.png`, `<out>/results.md`) and this script
 writes `<out>/comparison.md`: per env the final deterministic evaluation (mean, 95% bootstrap CI over
 seeds, worst seed), seeds, steps and wall time, next to the best published figure and the target.
+With --peer tianshou it runs Tianshou's TRPO with its own MuJoCo example settings instead, for the
+same envs and seeds (`benchmarks/peers.py`, into `<out>/peers/<env>-s<seed>`), evaluated the same way;
+the table then shows its mean beside ours, and the target becomes the peer's mean where that is higher.
 (Not named mujoco.py: a script's folder comes first on sys.path, where it would shadow mujoco.)
 """
 
@@ -37,17 +41,26 @@ PUBLISHED = {
 }
 
 
-def run(env_id: str, seed: int, out: Path, overrides: list[str]) -> str | None:
-    """One training run; None when it succeeded (or had already), else the end of its stderr."""
-    run_dir = out / "runs" / f"{env_id}-s{seed}"
+def run(env_id: str, seed: int, out: Path, overrides: list[str], peer: str | None = None) -> str | None:
+    """One training run (ours, or the peer's); None when it succeeded (or had already), else the end of its stderr."""
+    run_dir = out / ("peers" if peer else "runs") / f"{env_id}-s{seed}"
     if (run_dir / "eval.json").exists():
         return None
-    command = [sys.executable, "-m", "trpo.train", f"env={env_id}", f"seed={seed}", f"hydra.run.dir={run_dir}",
-               "logger.progress_bar=false", "torch_threads=1", *overrides]
-    if (run_dir / "checkpoints").exists():
-        command.append("checkpoint.resume=auto")  # continue an interrupted run
+    if peer:
+        command = [sys.executable, str(ROOT / "benchmarks" / "peers.py"), peer, "--env", env_id, "--seed", str(seed),
+                   "--run-dir", str(run_dir)]
+    else:
+        command = [sys.executable, "-m", "trpo.train", f"env={env_id}", f"seed={seed}", f"hydra.run.dir={run_dir}",
+                   "logger.progress_bar=false", "torch_threads=1", *overrides]
+        if (run_dir / "checkpoints").exists():
+            command.append("checkpoint.resume=auto")  # continue an interrupted run
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ))
     return None if result.returncode == 0 else result.stderr[-2000:]
+
+
+def final_returns(directory: Path, env_id: str) -> tuple[np.ndarray, list[dict]]:
+    evals = [json.loads(p.read_text()) for p in sorted(directory.glob(f"{env_id}-s*/eval.json"))]
+    return np.array([e["eval/episode_return"] for e in evals]), evals
 
 
 def results_table(out: Path) -> str:
@@ -56,17 +69,21 @@ def results_table(out: Path) -> str:
     found = {p.parent.name.rsplit("-s", 1)[0] for p in (out / "runs").glob("*/eval.json")}
     envs = [env_id for env_id in PUBLISHED if env_id in found] + sorted(found - set(PUBLISHED))
     lines = ["| env | seeds | steps | final eval (mean) | 95% CI | worst seed | wall time (s, mean) | "
-             "best published TRPO at 1M | target |", "|---|---|---|---|---|---|---|---|---|"]
+             "Tianshou TRPO here (seeds: mean [95% CI]) | best published TRPO at 1M | target |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for env_id in envs:
-        evals = [json.loads(p.read_text()) for p in sorted((out / "runs").glob(f"{env_id}-s*/eval.json"))]
-        if not evals:
-            continue
-        finals = np.array([e["eval/episode_return"] for e in evals])
+        finals, evals = final_returns(out / "runs", env_id)
         low, high = bootstrap_ci(finals, rng)
-        published, target = PUBLISHED.get(env_id, ("", ""))
+        published, target = PUBLISHED.get(env_id, ("", float("nan")))
+        peer, _ = final_returns(out / "peers", env_id)
+        peer_cell = ""
+        if len(peer):
+            peer_low, peer_high = bootstrap_ci(peer, rng)
+            peer_cell = f"{len(peer)}: {peer.mean():.1f} [{peer_low:.1f}, {peer_high:.1f}]"
+            target = max(target, round(float(peer.mean())))
         lines.append(f"| {env_id} | {len(finals)} | {min(e['global_step'] for e in evals)} | {finals.mean():.1f} | "
                      f"[{low:.1f}, {high:.1f}] | {finals.min():.1f} | "
-                     f"{np.mean([e['time/wall_s'] for e in evals]):.0f} | {published} | {target} |")
+                     f"{np.mean([e['time/wall_s'] for e in evals]):.0f} | {peer_cell} | {published} | {target} |")
     return "\n".join(lines) + "\n"
 
 
@@ -76,15 +93,16 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mujoco")
+    parser.add_argument("--peer", choices=["tianshou"], help="run this peer's TRPO instead of ours")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     jobs = [(env_id, seed) for env_id in args.envs for seed in args.seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
-        failures = list(pool.map(lambda job: run(*job, args.out, args.overrides), jobs))
+        failures = list(pool.map(lambda job: run(*job, args.out, args.overrides, args.peer), jobs))
     for (env_id, seed), failure in zip(jobs, failures):
         if failure:
             print(f"{env_id} seed {seed} failed:\n{failure}", file=sys.stderr)
-    write_report([args.out / "runs"], args.out)
+    write_report([d for d in (args.out / "runs", args.out / "peers") if d.is_dir()], args.out)
     table = results_table(args.out)
     (args.out / "comparison.md").write_text(table)
     print(table)

@@ -26,6 +26,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from peers import sb3_steps_per_second, tianshou_trpo
 from trpo.config import Config
 from trpo.envs import make_envs
 from trpo.train import train
@@ -91,82 +92,6 @@ def phase_split(config: Config) -> dict[str, float]:
     return split
 
 
-# The RL Zoo's TRPO settings for the MuJoCo -v4 envs (rl-baselines3-zoo, hyperparams/trpo.yml):
-# 2 envs with VecNormalize, and these arguments, plus per-env changes.
-RL_ZOO_TRPO = dict(batch_size=128, n_steps=1024, gamma=0.99, gae_lambda=0.95, sub_sampling_factor=1,
-                   cg_max_steps=25, cg_damping=0.1, n_critic_updates=20, learning_rate=1e-3)
-RL_ZOO_TRPO_ENV = {"HalfCheetah-v4": dict(target_kl=0.04), "Swimmer-v4": dict(gamma=0.9999)}
-
-
-def sb3_steps_per_second(env_id: str, steps: int) -> float:
-    """SB3-contrib TRPO with the RL Zoo's settings."""
-    from sb3_contrib import TRPO
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import VecNormalize
-
-    envs = VecNormalize(make_vec_env(env_id, n_envs=2, seed=0))
-    model = TRPO("MlpPolicy", envs, seed=0, device="cpu", **(RL_ZOO_TRPO | RL_ZOO_TRPO_ENV.get(env_id, {})))
-    started = time.perf_counter()
-    model.learn(total_timesteps=steps)
-    return steps / (time.perf_counter() - started)
-
-
-def tianshou_steps_per_second(env_id: str, steps: int) -> float:
-    """Tianshou's TRPO with the settings of its examples/mujoco/mujoco_trpo.py (16 shared-memory subprocess
-    envs with observation normalization, 64x64 tanh, initial log-std -0.5, lr 1e-3 with linear decay,
-    1024 steps per update, 20 critic iterations, max_kl 0.01, return scaling)."""
-    import gymnasium as gym
-    from tianshou.algorithm import TRPO
-    from tianshou.algorithm.modelfree.reinforce import ProbabilisticActorPolicy
-    from tianshou.algorithm.optim import AdamOptimizerFactory, LRSchedulerFactoryLinear
-    from tianshou.data import Collector, CollectStats, VectorReplayBuffer
-    from tianshou.env import ShmemVectorEnv, VectorEnvNormObs
-    from tianshou.trainer import OnPolicyTrainerParams
-    from tianshou.utils.net.common import Net
-    from tianshou.utils.net.continuous import ContinuousActorProbabilistic, ContinuousCritic
-    from torch.distributions import Independent, Normal
-
-    env = gym.make(env_id)
-    training_envs = VectorEnvNormObs(ShmemVectorEnv([lambda: gym.make(env_id)] * 16))
-    test_envs = VectorEnvNormObs(ShmemVectorEnv([lambda: gym.make(env_id)]), update_obs_rms=False)
-    training_envs.seed(0)
-    test_envs.seed(0)
-    torch.manual_seed(0)
-    shape, actions = env.observation_space.shape, env.action_space.shape
-    actor = ContinuousActorProbabilistic(preprocess_net=Net(state_shape=shape, hidden_sizes=[64, 64],
-                                                            activation=torch.nn.Tanh),
-                                         action_shape=actions, unbounded=True)
-    critic = ContinuousCritic(preprocess_net=Net(state_shape=shape, hidden_sizes=[64, 64], activation=torch.nn.Tanh))
-    torch.nn.init.constant_(actor.sigma_param, -0.5)
-    for module in [*actor.modules(), *critic.modules()]:
-        if isinstance(module, torch.nn.Linear):
-            torch.nn.init.orthogonal_(module.weight, gain=np.sqrt(2))
-            torch.nn.init.zeros_(module.bias)
-    for module in actor.mu.modules():
-        if isinstance(module, torch.nn.Linear):
-            module.weight.data.mul_(0.01)
-    optim = AdamOptimizerFactory(lr=1e-3)
-    optim.with_lr_scheduler_factory(LRSchedulerFactoryLinear(max_epochs=1, epoch_num_steps=steps,
-                                                             collection_step_num_env_steps=1024))
-    policy = ProbabilisticActorPolicy(actor=actor, dist_fn=lambda loc_scale: Independent(Normal(*loc_scale), 1),
-                                      action_scaling=True, action_bound_method="clip", action_space=env.action_space)
-    algorithm = TRPO(policy=policy, critic=critic, optim=optim, gamma=0.99, gae_lambda=0.95, return_scaling=True,
-                     advantage_normalization=True, optim_critic_iters=20, max_kl=0.01, backtrack_coeff=0.8,
-                     max_backtracks=10)
-    training_collector = Collector[CollectStats](algorithm, training_envs, VectorReplayBuffer(4096, 16),
-                                                 exploration_noise=True)
-    test_collector = Collector[CollectStats](algorithm, test_envs)
-    started = time.perf_counter()
-    algorithm.run_training(OnPolicyTrainerParams(
-        training_collector=training_collector, test_collector=test_collector, max_epochs=1, epoch_num_steps=steps,
-        update_step_num_repetitions=1, test_step_num_episodes=1, batch_size=None, collection_step_num_env_steps=1024,
-        show_progress=False, verbose=False))
-    elapsed = time.perf_counter() - started
-    training_envs.close()
-    test_envs.close()
-    return steps / elapsed
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="HalfCheetah-v4")
@@ -194,7 +119,7 @@ def main():
     if args.peers:
         peer = sb3_steps_per_second(args.env, args.steps)
         print(f"(d) SB3-contrib TRPO (RL Zoo settings): {peer:.0f} steps/s   (b)/(d) = {ours / peer:.2f}")
-        peer = tianshou_steps_per_second(args.env, args.steps)
+        peer = tianshou_trpo(args.env, args.steps)
         print(f"(d) Tianshou TRPO (MuJoCo example settings): {peer:.0f} steps/s   (b)/(d) = {ours / peer:.2f}")
 
 

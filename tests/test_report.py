@@ -54,3 +54,18 @@ def test_report_groups_by_env_and_differing_settings(tmp_path):
 def test_report_without_runs_fails_clearly(tmp_path):
     with pytest.raises(ValueError, match="no metrics.jsonl found"):
         write_report([tmp_path], tmp_path / "out")
+
+
+def test_report_keeps_a_peer_implementation_apart_from_ours(tmp_path):
+    for seed, final in enumerate([100.0, 300.0]):
+        synthetic_run(tmp_path / "ours" / f"s{seed}", "Hopper-v4", seed, 0.01, final, slope=1.0)
+    for seed, final in enumerate([50.0, 70.0]):  # what benchmarks/peers.py writes
+        directory = tmp_path / "peers" / f"s{seed}"
+        synthetic_run(directory, "Hopper-v4", seed, 0.01, final, slope=0.5)
+        (directory / "config.yaml").write_text(OmegaConf.to_yaml(
+            {"env_id": "Hopper-v4", "implementation": "PeerLib TRPO", "seed": seed, "total_steps": 10_000}))
+
+    table = write_report([tmp_path / "ours", tmp_path / "peers"], tmp_path / "out")
+
+    assert float(table_row(table, "Hopper-v4", "default")[4]) == pytest.approx(200.0)
+    assert float(table_row(table, "Hopper-v4", "PeerLib TRPO")[4]) == pytest.approx(60.0)

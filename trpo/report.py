@@ -1,7 +1,8 @@
 """Learning curves and a results table from run directories: `python -m trpo.report <dir>... [--out DIR]`.
 
-Finds every metrics.jsonl below the given directories, groups runs by env and by the settings that
-differ between them (seeds aside), and writes one PNG per env (mean training return over seeds with
+Finds every metrics.jsonl below the given directories, groups runs by env, by implementation (a peer's
+run names it in its config.yaml; ours are "trpo") and by the settings that differ between them (seeds
+aside), and writes one PNG per env (mean training return over seeds with
 a 95% bootstrap band, x = environment steps) and `results.md` (final return mean and 95% bootstrap CI,
 steps, seeds, wall time).
 """
@@ -27,6 +28,7 @@ BOOTSTRAP_SAMPLES = 10_000
 @dataclass(frozen=True)
 class Run:
     env_id: str
+    implementation: str  # "trpo", or the peer library a benchmark ran (benchmarks/peers.py)
     settings: dict[str, object]  # the flattened config, ignored keys removed
     steps: np.ndarray  # global_step per iteration
     returns: np.ndarray  # rollout/episode_return per iteration
@@ -46,7 +48,7 @@ def load_run(metrics_path: Path) -> Run:
     wall = final.get("time/wall_s", sum(row["time/collect_s"] + row["time/update_s"] for row in rows))
     final_return = final["eval/episode_return"] if "eval/episode_return" in final else \
         float(returns[-1]) if len(returns) else float("nan")
-    return Run(config["env_id"], settings, steps, returns, final_return, wall)
+    return Run(config["env_id"], config.get("implementation", "trpo"), settings, steps, returns, final_return, wall)
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
@@ -60,13 +62,15 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
 
 
 def group_runs(runs: list[Run]) -> dict[str, dict[str, list[Run]]]:
-    """{env: {label: runs}}, the label naming the settings that differ between that env's runs."""
+    """{env: {label: runs}}, the label naming the implementation (when not ours) and the settings that
+    differ between that env's runs of the same implementation ("default" when none does)."""
     groups: dict[str, dict[str, list[Run]]] = {}
-    for env_id in sorted({run.env_id for run in runs}):
-        env_runs = [run for run in runs if run.env_id == env_id]
-        varying = sorted(k for k in env_runs[0].settings if len({run.settings.get(k) for run in env_runs}) > 1)
-        for run in env_runs:
+    for env_id, implementation in sorted({(run.env_id, run.implementation) for run in runs}):
+        same = [run for run in runs if run.env_id == env_id and run.implementation == implementation]
+        varying = sorted(k for k in same[0].settings if len({run.settings.get(k) for run in same}) > 1)
+        for run in same:
             label = " ".join(f"{k}={run.settings.get(k)}" for k in varying) or "default"
+            label = label if implementation == "trpo" else f"{implementation} {label}".removesuffix(" default")
             groups.setdefault(env_id, {}).setdefault(label, []).append(run)
     return groups
 

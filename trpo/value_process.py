@@ -2,17 +2,19 @@
 
 With `algo.value_process=true` the fit of one batch runs on the second core while the trainer collects
 the next rollout (threads would fight over the GIL with the simulator's Python code). Both ways run
-the same `_Fitter` methods; only the transport differs. Payloads cross as `torch.save` bytes.
+the same `_Fitter` methods; only the transport differs. Tensors cross the pipe as NumPy arrays,
+whose pickles cost a twentieth of `torch.save`/`torch.load` for these sizes (0.1 ms against 2.4 ms).
 """
 
 import copy
-import io
 import logging
 import multiprocessing
+import os
 import signal
 import traceback
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -22,14 +24,26 @@ from trpo.update import fit_value
 log = logging.getLogger(__name__)
 
 
-def _dumps(value: Any) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(value, buffer)
-    return buffer.getvalue()
+def _to_numpy(tree: Any) -> Any:
+    """Tensors (in dicts, lists and tuples) as NumPy arrays on the host, for the pipe."""
+    if isinstance(tree, Tensor):
+        return tree.detach().cpu().numpy()
+    if isinstance(tree, dict):
+        return {key: _to_numpy(value) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_to_numpy(value) for value in tree)
+    return tree
 
 
-def _loads(data: bytes, device: torch.device | str | None = None) -> Any:
-    return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+def _to_torch(tree: Any) -> Any:
+    """The inverse of _to_numpy (tensors on the CPU)."""
+    if isinstance(tree, np.ndarray):
+        return torch.from_numpy(tree)
+    if isinstance(tree, dict):
+        return {key: _to_torch(value) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_to_torch(value) for value in tree)
+    return tree
 
 
 class _Fitter:
@@ -40,22 +54,20 @@ class _Fitter:
         self.optimizer = torch.optim.Adam(value.parameters(), lr=lr)
         self.generator = torch.Generator().manual_seed(seed)
 
-    def fit(self, data: bytes) -> bytes:
-        """data: obs, returns, the trainer's value weights and normalizer; returns the new weights and metrics."""
-        obs, returns, weights, normalizer = _loads(data, next(self.value.parameters()).device)
+    def fit(self, obs: Tensor, returns: Tensor, weights: dict, normalizer: dict) -> tuple[dict, dict]:
+        """Fit from the trainer's value weights and normalizer; returns the new weights and the metrics."""
         self.value.body.load_state_dict(weights)
         self.value.normalizer.load_state_dict(normalizer)
         metrics = fit_value(self.value, self.optimizer, obs, returns, self.epochs, self.minibatch_size,
                             self.generator)
-        return _dumps((self.value.body.state_dict(), metrics))
+        return self.value.body.state_dict(), metrics
 
-    def state(self) -> bytes:
-        return _dumps({"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()})
+    def state(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()}
 
-    def load_state(self, data: bytes) -> None:
-        state = _loads(data, "cpu")  # the optimizer moves its state next to the parameters itself
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
+    def load_state(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])  # it moves its state next to the parameters
+        self.generator.set_state(state["generator"].cpu())
 
 
 def _serve(pipe, *args) -> None:
@@ -69,10 +81,11 @@ def _serve(pipe, *args) -> None:
             method, method_args = pipe.recv()
         except EOFError:
             return
-        if method == "close":
-            return
+        if method == "close":  # nothing to flush: skip the interpreter's teardown (0.7 s with torch loaded)
+            pipe.close()
+            os._exit(0)
         try:
-            pipe.send((True, getattr(fitter, method)(*method_args)))
+            pipe.send((True, _to_numpy(getattr(fitter, method)(*_to_torch(method_args)))))
         except Exception:
             pipe.send((False, traceback.format_exc()))
 
@@ -108,10 +121,10 @@ class ValueFitter:
             self._fitter, self._process = _Fitter(*args), None
 
     def _send(self, method: str, *args) -> None:
-        if self._process is None:
+        if self._process is None:  # tensors stay where they are
             self._local_reply = getattr(self._fitter, method)(*args)
         else:
-            self._pipe.send((method, args))
+            self._pipe.send((method, _to_numpy(args)))
 
     def _receive(self) -> Any:
         if self._process is None:
@@ -122,19 +135,19 @@ class ValueFitter:
             raise RuntimeError(f"the value-fit process exited unexpectedly (exit code {self._process.exitcode})")
         if not ok:
             raise RuntimeError(f"in the value-fit process:\n{result}")
-        return result
+        return _to_torch(result)
 
     def start(self, obs: Tensor, returns: Tensor) -> None:
         """Begin fitting value's current weights on obs [B, obs_dim] and returns [B] (its normalizer as it is now)."""
         self.result()  # one fit at a time
-        self._send("fit", _dumps((obs, returns, self.value.body.state_dict(), self.value.normalizer.state_dict())))
+        self._send("fit", obs, returns, self.value.body.state_dict(), self.value.normalizer.state_dict())
         self._pending = True
 
     def result(self) -> dict[str, Tensor]:
         """Wait for the last fit, load its weights into `value`; its metrics ({} before the first fit)."""
         if self._pending:
             self._pending = False
-            body, self._metrics = _loads(self._receive())
+            body, self._metrics = self._receive()
             self.value.body.load_state_dict(body)
         return self._metrics
 
@@ -142,10 +155,10 @@ class ValueFitter:
         """The optimizer's and generator's state, for a checkpoint (after the last fit)."""
         self.result()
         self._send("state")
-        return _loads(self._receive())
+        return copy.deepcopy(self._receive())  # in-process, the live optimizer state: a checkpoint needs a copy
 
     def load_state(self, state: dict) -> None:
-        self._send("load_state", _dumps(state))
+        self._send("load_state", state)
         self._receive()
 
     def close(self) -> None:
