@@ -71,3 +71,19 @@ def test_snapshot_is_fixed_when_the_policy_changes():
     policy.normalizer.update(torch.randn(10, 3) + 5)
     np.testing.assert_array_equal(actor(obs, noise), before)
     assert not np.allclose(acting.snapshot(policy)(obs, noise), before)
+
+
+@pytest.mark.parametrize("normalized", [False, True])
+def test_sample_log_prob_equals_the_distribution_log_prob_of_the_acted_sample(normalized):
+    torch.manual_seed(0)
+    policies = [GaussianPolicy(5, 3, (16,), log_std_init=-0.3, normalizer=fitted_normalizer(5) if normalized else None),
+                CategoricalPolicy(5, 4, (16,), normalizer=fitted_normalizer(5) if normalized else None)]
+    for policy in policies:
+        with torch.no_grad():
+            for p in policy.parameters():
+                p.add_(0.5 * torch.randn_like(p))
+        obs, noise = torch.randn(128, 5) * 3, policy.action_noise(128)
+        actions = torch.from_numpy(acting.snapshot(policy)(obs.numpy(), noise.numpy()))
+        with torch.no_grad():
+            torch.testing.assert_close(policy.sample_log_prob(obs, actions, noise), policy.dist(obs).log_prob(actions),
+                                       rtol=1e-5, atol=1e-5)

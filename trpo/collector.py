@@ -90,6 +90,7 @@ def collect(envs: gym.vector.VectorEnv, policy: Policy, state: CollectorState, n
         state.obs = next_obs
     obs_t, actions_t = torch.from_numpy(obs_buffer), torch.from_numpy(actions)
     with torch.no_grad():  # log pi_old(a|s) of the whole rollout in one batched call
-        log_probs = policy.dist(obs_t.flatten(0, 1)).log_prob(actions_t.flatten(0, 1)).view(T, N)
+        log_probs = policy.sample_log_prob(obs_t.flatten(0, 1), actions_t.flatten(0, 1),
+                                           torch.from_numpy(noise).flatten(0, 1)).view(T, N)
     return Rollout(obs_t, actions_t, log_probs, torch.from_numpy(rewards), torch.from_numpy(next_obs_buffer),
                    torch.from_numpy(terminated), torch.from_numpy(dones), torch.from_numpy(valid))

@@ -114,6 +114,11 @@ class GaussianPolicy(nn.Module):
         """Standard normal noise [*shape, A] for trpo.acting (mean + std * noise), from torch's global generator."""
         return torch.randn(*shape, self.log_std.shape[0])
 
+    def sample_log_prob(self, obs: Tensor, actions: Tensor, noise: Tensor) -> Tensor:
+        """log pi(a|s) [B] of actions drawn by trpo.acting from noise: a = mean + std * noise, so the
+        density follows from the noise alone, without running the network again."""
+        return Normal(0.0, 1.0, validate_args=False).log_prob(noise).sum(-1) - self.log_std.sum()
+
     @staticmethod
     def kl(old: tuple[Tensor, Tensor], new: tuple[Tensor, Tensor]) -> Tensor:
         """KL(old || new) per state [B], closed form (no host synchronization, unlike torch's registry)."""
@@ -166,6 +171,10 @@ class CategoricalPolicy(nn.Module):
     def action_noise(self, *shape: int) -> Tensor:
         """Standard Gumbel noise [*shape, n_actions] for trpo.acting (Gumbel-max), from torch's global generator."""
         return -torch.empty(*shape, self.logits[-1].out_features).exponential_().log()
+
+    def sample_log_prob(self, obs: Tensor, actions: Tensor, noise: Tensor) -> Tensor:
+        """log pi(a|s) [B] of actions drawn by trpo.acting (the Gumbel noise does not give it: one forward pass)."""
+        return self.dist(obs).log_prob(actions)
 
     @staticmethod
     def kl(old: tuple[Tensor], new: tuple[Tensor]) -> Tensor:
