@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trpo.report import bootstrap_ci, write_report
+from trpo.report import bootstrap_ci, load_run, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 # env: (best published TRPO at 1M steps, our target for the mean over >= 5 seeds)
@@ -69,8 +69,8 @@ def results_table(out: Path) -> str:
     found = {p.parent.name.rsplit("-s", 1)[0] for p in (out / "runs").glob("*/eval.json")}
     envs = [env_id for env_id in PUBLISHED if env_id in found] + sorted(found - set(PUBLISHED))
     lines = ["| env | seeds | steps | final eval (mean) | 95% CI | worst seed | wall time (s, mean) | "
-             "Tianshou TRPO here (seeds: mean [95% CI]) | best published TRPO at 1M | target |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "accepted updates over max_kl | Tianshou TRPO here (seeds: mean [95% CI]) | best published TRPO at 1M | "
+             "target |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for env_id in envs:
         finals, evals = final_returns(out / "runs", env_id)
         low, high = bootstrap_ci(finals, rng)
@@ -81,9 +81,12 @@ def results_table(out: Path) -> str:
             peer_low, peer_high = bootstrap_ci(peer, rng)
             peer_cell = f"{len(peer)}: {peer.mean():.1f} [{peer_low:.1f}, {peer_high:.1f}]"
             target = max(target, round(float(peer.mean())))
+        violations = sum(load_run(p.parent / "metrics.jsonl").kl_violations or 0
+                         for p in (out / "runs").glob(f"{env_id}-s*/eval.json"))
         lines.append(f"| {env_id} | {len(finals)} | {min(e['global_step'] for e in evals)} | {finals.mean():.1f} | "
                      f"[{low:.1f}, {high:.1f}] | {finals.min():.1f} | "
-                     f"{np.mean([e['time/wall_s'] for e in evals]):.0f} | {peer_cell} | {published} | {target} |")
+                     f"{np.mean([e['time/wall_s'] for e in evals]):.0f} | {violations} | {peer_cell} | {published} | "
+                     f"{target} |")
     return "\n".join(lines) + "\n"
 
 

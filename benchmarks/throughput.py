@@ -1,6 +1,6 @@
 """Training throughput against the simulator's own speed, in one run on one machine.
 
-    python benchmarks/throughput.py [--env HalfCheetah-v4] [--steps 200000] [--peers] [K=V ...] [--against K=V ...]
+    python benchmarks/throughput.py [--env HalfCheetah-v4] [--steps 1000000] [--peers] [K=V ...] [--against K=V ...]
 
 (a) raw simulator steps/s: the preset's vector env (same envs, vectorization, autoreset mode,
     wrappers) stepped with pre-drawn random actions;
@@ -95,7 +95,7 @@ def phase_split(config: Config) -> dict[str, float]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="HalfCheetah-v4")
-    parser.add_argument("--steps", type=int, default=200_000)
+    parser.add_argument("--steps", type=int, default=1_000_000, help="the presets' length: one-time costs weigh as in a run")
     parser.add_argument("--peers", action="store_true", help="also time the peers (pip install -e '.[bench]')")
     parser.add_argument("--against", nargs="+", metavar="OVERRIDE",
                         help="also time our training with these overrides instead, e.g. algo.value_process=false")

@@ -4,7 +4,8 @@ Finds every metrics.jsonl below the given directories, groups runs by env, by im
 run names it in its config.yaml; ours are "trpo") and by the settings that differ between them (seeds
 aside), and writes one PNG per env (mean training return over seeds with
 a 95% bootstrap band, x = environment steps) and `results.md` (final return mean and 95% bootstrap CI,
-steps, seeds, wall time).
+steps, seeds, wall time, and the count of accepted policy updates whose exact KL exceeded algo.max_kl,
+which TRPO's line search must make zero).
 """
 
 import argparse
@@ -34,13 +35,17 @@ class Run:
     returns: np.ndarray  # rollout/episode_return per iteration
     final_return: float  # final deterministic evaluation, or the last training return without one
     wall_s: float
+    kl_violations: int | None  # accepted updates with policy/kl > algo.max_kl (None: no KL logged, e.g. a peer)
 
 
 def load_run(metrics_path: Path) -> Run:
     run_dir = metrics_path.parent
-    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    rows = [row for row in rows if row.get("rollout/episodes", 1) > 0]  # no return before the first episode ends
+    all_rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    rows = [row for row in all_rows if row.get("rollout/episodes", 1) > 0]  # no return before the first episode ends
     config = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+    max_kl = config.get("algo", {}).get("max_kl")
+    kl_violations = None if max_kl is None or not any("policy/kl" in row for row in all_rows) else sum(
+        row.get("policy/accepted", 0) == 1 and row["policy/kl"] > max_kl for row in all_rows)
     settings = {k: v for k, v in flatten(config).items() if not k.startswith(IGNORED)}
     steps = np.array([row["global_step"] for row in rows], dtype=float)
     returns = np.array([row["rollout/episode_return"] for row in rows], dtype=float)
@@ -48,7 +53,8 @@ def load_run(metrics_path: Path) -> Run:
     wall = final.get("time/wall_s", sum(row["time/collect_s"] + row["time/update_s"] for row in rows))
     final_return = final["eval/episode_return"] if "eval/episode_return" in final else \
         float(returns[-1]) if len(returns) else float("nan")
-    return Run(config["env_id"], config.get("implementation", "trpo"), settings, steps, returns, final_return, wall)
+    return Run(config["env_id"], config.get("implementation", "trpo"), settings, steps, returns, final_return, wall,
+               kl_violations)
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
@@ -95,8 +101,8 @@ def write_report(directories: list[Path], out: Path) -> str:
         raise ValueError(f"no metrics.jsonl found below {[str(d) for d in directories]}")
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    lines = ["| env | setting | seeds | steps | final return (mean) | 95% CI | wall time (s, mean) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| env | setting | seeds | steps | final return (mean) | 95% CI | wall time (s, mean) | "
+             "accepted updates over max_kl |", "|---|---|---|---|---|---|---|---|"]
     runs = [load_run(p) for p in paths]
     for run in runs:
         if not len(run.steps):
@@ -111,8 +117,10 @@ def write_report(directories: list[Path], out: Path) -> str:
             finals = np.array([run.final_return for run in runs])
             final_low, final_high = bootstrap_ci(finals, rng)
             steps = int(np.mean([run.steps[-1] for run in runs]))
+            violations = [run.kl_violations for run in runs if run.kl_violations is not None]
             lines.append(f"| {env_id} | {label} | {len(runs)} | {steps} | {finals.mean():.1f} | "
-                         f"[{final_low:.1f}, {final_high:.1f}] | {np.mean([run.wall_s for run in runs]):.0f} |")
+                         f"[{final_low:.1f}, {final_high:.1f}] | {np.mean([run.wall_s for run in runs]):.0f} | "
+                         f"{sum(violations) if violations else 'n/a'} |")
         axes.set(title=env_id, xlabel="environment steps", ylabel="training episode return")
         axes.legend(fontsize="small")
         axes.grid(alpha=0.3)
