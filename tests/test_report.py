@@ -46,13 +46,13 @@ def test_report_groups_by_env_and_differing_settings(tmp_path):
     table = write_report([tmp_path / "sweep", tmp_path / "other"], tmp_path / "out")
 
     for max_kl, values in finals.items():
-        _, setting, seeds, steps, mean, ci, wall, violations = table_row(table, "Hopper-v4", f"algo.max_kl={max_kl}")
+        _, setting, seeds, steps, mean, ci, wall, violations = table_row(table, "Hopper-v4", f"trpo algo.max_kl={max_kl}")
         assert (int(seeds), int(steps), float(wall)) == (3, 10_000, 42.0)
         assert int(violations) == (3 if max_kl == 0.01 else 0)
         assert float(mean) == pytest.approx(np.mean(values), abs=0.05)
         low, high = (float(x) for x in ci.strip("[]").split(","))
         assert min(values) <= low <= np.mean(values) <= high <= max(values)
-    _, setting, seeds, steps, mean, ci, wall, violations = table_row(table, "Swimmer-v4", "default")
+    _, setting, seeds, steps, mean, ci, wall, violations = table_row(table, "Swimmer-v4", "trpo")
     assert violations == "n/a"  # no KL logged
     assert int(seeds) == 2 and float(mean) == pytest.approx(np.mean([100.0, 200.0]), abs=0.05)
     assert float(wall) == pytest.approx(15.0)  # 10 iterations of 1.5 s
@@ -78,5 +78,5 @@ def test_report_keeps_a_peer_implementation_apart_from_ours(tmp_path):
 
     table = write_report([tmp_path / "ours", tmp_path / "peers"], tmp_path / "out")
 
-    assert float(table_row(table, "Hopper-v4", "default")[4]) == pytest.approx(200.0)
+    assert float(table_row(table, "Hopper-v4", "trpo")[4]) == pytest.approx(200.0)
     assert float(table_row(table, "Hopper-v4", "PeerLib TRPO")[4]) == pytest.approx(60.0)

@@ -68,15 +68,14 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
 
 
 def group_runs(runs: list[Run]) -> dict[str, dict[str, list[Run]]]:
-    """{env: {label: runs}}, the label naming the implementation (when not ours) and the settings that
-    differ between that env's runs of the same implementation ("default" when none does)."""
+    """{env: {label: runs}}, the label naming the implementation ("trpo" for ours) and the settings that
+    differ between that env's runs of the same implementation."""
     groups: dict[str, dict[str, list[Run]]] = {}
     for env_id, implementation in sorted({(run.env_id, run.implementation) for run in runs}):
         same = [run for run in runs if run.env_id == env_id and run.implementation == implementation]
         varying = sorted(k for k in same[0].settings if len({run.settings.get(k) for run in same}) > 1)
         for run in same:
-            label = " ".join(f"{k}={run.settings.get(k)}" for k in varying) or "default"
-            label = label if implementation == "trpo" else f"{implementation} {label}".removesuffix(" default")
+            label = " ".join([implementation] + [f"{k}={run.settings.get(k)}" for k in varying])
             groups.setdefault(env_id, {}).setdefault(label, []).append(run)
     return groups
 
