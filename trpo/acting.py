@@ -2,7 +2,7 @@
 
 The rollout calls the network once per vector-env step on a few states (16 x 17 for HalfCheetah),
 where torch's per-operation dispatch costs several times the arithmetic: in the collection loop the
-policy's own forward took about 230 us a step, this copy about 45 (benchmarks/README.md). tanh and
+policy's own forward took about 220 us a step, this copy about 60 (benchmarks/acting.py). tanh and
 ReLU run in NumPy, in place; any other activation runs as the policy's own torch module on a
 zero-copy view. Float32 results agree with the policy's to rounding (tests/test_acting.py).
 """
