@@ -81,8 +81,9 @@ def results_table(out: Path) -> str:
             peer_low, peer_high = bootstrap_ci(peer, rng)
             peer_cell = f"{len(peer)}: {peer.mean():.1f} [{peer_low:.1f}, {peer_high:.1f}]"
             target = max(target, round(float(peer.mean())))
-        violations = sum(load_run(p.parent / "metrics.jsonl").kl_violations or 0
-                         for p in (out / "runs").glob(f"{env_id}-s*/eval.json"))
+        counts = [load_run(p.parent / "metrics.jsonl").kl_violations
+                  for p in (out / "runs").glob(f"{env_id}-s*/eval.json")]
+        violations = "n/a" if None in counts else sum(counts)  # n/a: some run logged no KL
         lines.append(f"| {env_id} | {len(finals)} | {min(e['global_step'] for e in evals)} | {finals.mean():.1f} | "
                      f"[{low:.1f}, {high:.1f}] | {finals.min():.1f} | "
                      f"{np.mean([e['time/wall_s'] for e in evals]):.0f} | {violations} | {peer_cell} | {published} | "
