@@ -3,7 +3,8 @@
     python benchmarks/throughput.py [--env HalfCheetah-v4] [--steps 1000000] [--peers] [K=V ...] [--against K=V ...]
 
 (a) raw simulator steps/s: the preset's vector env (same envs, vectorization, autoreset mode,
-    wrappers) stepped with pre-drawn random actions;
+    wrappers, and with env.workers > 1 the same processes, each stepping its share of the envs)
+    stepped with pre-drawn random actions;
 (b) our end-to-end training steps/s with the env's preset (updates, logging, W&B offline included);
 (c) the split of our wall time by phase, from a profiled run of the same length (cProfile
     cumulative times of the phase functions in the training process, as fractions: profiling
@@ -16,9 +17,11 @@ Ratios are what to compare across machines: (b)/(a) and (b)/(d).
 
 import argparse
 import cProfile
+import multiprocessing
 import pstats
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +30,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from peers import sb3_steps_per_second, tianshou_trpo
-from trpo.config import Config
+from trpo.config import Config, EnvConfig
 from trpo.envs import make_envs
 from trpo.train import train
 
@@ -56,18 +59,36 @@ def preset(env_id: str, steps: int, overrides: list[str]) -> Config:
 
 
 def raw_steps_per_second(config: Config, steps: int) -> float:
-    envs = make_envs(config.env_id, config.env, config.algo.gamma)
+    """The preset's envs stepped with random actions, in as many processes as training steps them in
+    (env.workers, each with its share of the envs), started together."""
+    context = multiprocessing.get_context("spawn")
+    shares = [len(share) for share in np.array_split(np.arange(config.env.num_envs), config.env.workers)]
+    barrier, results = context.Barrier(len(shares)), context.Queue()
+    processes = [context.Process(target=step_share, args=(config, replace(config.env, num_envs=share, workers=1),
+                                                          steps * share // config.env.num_envs, barrier, results))
+                 for share in shares]
+    for process in processes:
+        process.start()
+    spans = [results.get() for _ in processes]
+    for process in processes:
+        process.join()
+    return sum(done for done, _, _ in spans) / (max(end for *_, end in spans) - min(start for _, start, _ in spans))
+
+
+def step_share(config: Config, env_config: EnvConfig, steps: int, barrier, results) -> None:
+    """One process's share of (a): steps done, and when its loop started and ended (a system-wide clock)."""
+    envs = make_envs(config.env_id, env_config, config.algo.gamma)
     space = envs.single_action_space  # EnvPool's action_space is the single one too
     rng = np.random.default_rng(0)
     actions = rng.uniform(space.low, space.high, size=(64, envs.num_envs, *space.shape)).astype(space.dtype)
     envs.reset(seed=0)
     iterations = steps // envs.num_envs
-    started = time.perf_counter()
+    barrier.wait()
+    started = time.monotonic()
     for i in range(iterations):
         envs.step(actions[i % 64])
-    elapsed = time.perf_counter() - started
+    results.put((iterations * envs.num_envs, started, time.monotonic()))
     envs.close()
-    return iterations * envs.num_envs / elapsed
 
 
 def training_steps_per_second(config: Config) -> float:

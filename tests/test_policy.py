@@ -76,6 +76,20 @@ def test_normalizer_running_statistics_equal_the_whole_data():
     assert normalizer.count.item() == 1000
 
 
+def test_normalizer_updated_leaves_the_statistics_as_they_were():
+    normalizer = ObservationNormalizer(3)
+    normalizer.update(torch.randn(40, 3) + 2)
+    before = {name: tensor.clone() for name, tensor in normalizer.state_dict().items()}
+    batch = torch.randn(25, 3) * 3
+    updated = normalizer.updated(batch)
+    for name, tensor in normalizer.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+    normalizer.update(batch)
+    for name, tensor in normalizer.state_dict().items():
+        assert torch.equal(tensor, updated[name]), name
+    assert not torch.equal(updated["mean"], before["mean"]) and updated["count"] == 65
+
+
 def test_normalizer_standardizes_and_clips():
     normalizer = ObservationNormalizer(2, clip=3.0)
     normalizer.update(torch.tensor([[0.0, 10.0], [2.0, 30.0]]))  # mean (1, 20), std (1, 10)

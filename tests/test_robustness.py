@@ -123,13 +123,15 @@ def test_malicious_checkpoint_does_not_run_its_code(tmp_path):
     assert marker.exists()
 
 
-@pytest.mark.parametrize("number, status, value_process", [(signal.SIGTERM, 143, False), (signal.SIGINT, 130, False),
-                                                           (signal.SIGTERM, 143, True)])
+@pytest.mark.parametrize("number, status, processes", [
+    (signal.SIGTERM, 143, []), (signal.SIGINT, 130, []), (signal.SIGTERM, 143, ["algo.value_process=true"]),
+    (signal.SIGINT, 130, ["env.workers=2", "env.normalize_rewards=true"]),
+])
 def test_signal_stops_after_a_checkpoint_and_resume_finishes_with_continuous_metrics(tmp_path, number, status,
-                                                                                      value_process):
+                                                                                      processes):
     run_dir = tmp_path / "run"
     overrides = ["env=CartPole-v1", "debug=smoke", "total_steps=6400", "checkpoint.every=1000",
-                 f"algo.value_process={str(value_process).lower()}", f"hydra.run.dir={run_dir}"]
+                 "algo.value_process=false", *processes, f"hydra.run.dir={run_dir}"]
     process = cli(*overrides, cwd=tmp_path)
     deadline = time.monotonic() + 120
     while not ((run_dir / "metrics.jsonl").exists() and len(read_metrics(run_dir)) >= 3):

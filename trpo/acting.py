@@ -8,6 +8,7 @@ zero-copy view. Float32 results agree with the policy's to rounding (tests/test_
 """
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -46,11 +47,21 @@ class Actor:
         return x
 
 
-_NUMPY_ACTIVATIONS = {nn.Tanh: lambda x: np.tanh(x, out=x), nn.ReLU: lambda x: np.maximum(x, 0, out=x)}
+def _tanh(x: np.ndarray) -> np.ndarray:
+    return np.tanh(x, out=x)
+
+
+def _relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0, out=x)
+
+
+def _torch_activation(module: nn.Module, x: np.ndarray) -> np.ndarray:
+    return module(torch.from_numpy(x)).numpy()
 
 
 def _numpy_activation(module: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
-    return _NUMPY_ACTIVATIONS.get(type(module), lambda x: module(torch.from_numpy(x)).numpy())
+    """Named functions, not lambdas: an Actor crosses a pipe to the env workers (trpo/workers.py)."""
+    return {nn.Tanh: _tanh, nn.ReLU: _relu}.get(type(module), partial(_torch_activation, module))
 
 
 def _array(tensor: torch.Tensor) -> np.ndarray:

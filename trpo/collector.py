@@ -10,6 +10,7 @@ from torch import Tensor
 
 from trpo import acting
 from trpo.policy import Policy
+from trpo.workers import EnvWorkers
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class CollectorState:
     episode_lengths: list[int] = field(default_factory=list)
 
 
-def start(envs: gym.vector.VectorEnv, seed: int, episode_returns: list[float] | None = None,
+def start(envs: gym.vector.VectorEnv | EnvWorkers, seed: int, episode_returns: list[float] | None = None,
           episode_lengths: list[int] | None = None) -> CollectorState:
     """Reset the envs; a resumed run passes the returns and lengths of the episodes it finished before."""
     obs, _ = envs.reset(seed=seed)
@@ -44,18 +45,38 @@ def start(envs: gym.vector.VectorEnv, seed: int, episode_returns: list[float] | 
                           episode_returns=list(episode_returns or []), episode_lengths=list(episode_lengths or []))
 
 
-def collect(envs: gym.vector.VectorEnv, policy: Policy, state: CollectorState, num_steps: int) -> Rollout:
+def collect(envs: gym.vector.VectorEnv | EnvWorkers, policy: Policy, state: CollectorState,
+            num_steps: int) -> Rollout:
     """Step all envs num_steps times with actions sampled from policy (on the CPU); updates state.
 
-    The step loop works on NumPy arrays only (assignments into them cost a fraction of torch's); they
-    become tensors without a copy at the end.
+    envs: a vector env stepped here, or EnvWorkers, whose processes each step their share of the envs.
+    """
+    noise = policy.action_noise(num_steps, envs.num_envs).numpy()  # one draw per rollout
+    actor = acting.snapshot(policy)
+    if isinstance(envs, EnvWorkers):
+        arrays = envs.step_rollout(actor, noise, state)
+    else:
+        arrays = step_envs(envs, actor, noise, state)
+    tensors = {name: torch.from_numpy(array) for name, array in arrays.items()}
+    T, N = noise.shape[:2]
+    with torch.no_grad():  # log pi_old(a|s) of the whole rollout in one batched call
+        log_probs = policy.sample_log_prob(tensors["obs"].flatten(0, 1), tensors["actions"].flatten(0, 1),
+                                           torch.from_numpy(noise).flatten(0, 1)).view(T, N)
+    return Rollout(log_probs=log_probs, **tensors)
+
+
+def step_envs(envs: gym.vector.VectorEnv, actor: acting.Actor, noise: np.ndarray,
+              state: CollectorState) -> dict[str, np.ndarray]:
+    """Step envs len(noise) times with actor's actions; the Rollout's fields but log_probs, as [T, N] arrays.
+
+    The step loop works on NumPy arrays only (assignments into them cost a fraction of torch's).
     """
     mode = envs.metadata.get("autoreset_mode")
     if mode not in (AutoresetMode.SAME_STEP, AutoresetMode.NEXT_STEP):
         raise ValueError(f"autoreset_mode={mode!r} is not supported; use SAME_STEP or NEXT_STEP")
     space = envs.single_action_space
     continuous = isinstance(space, gym.spaces.Box)
-    T, N = num_steps, envs.num_envs
+    T, N = noise.shape[0], envs.num_envs
     obs_shape = envs.single_observation_space.shape
     obs_buffer = np.empty((T, N, *obs_shape), dtype=np.float32)
     next_obs_buffer = np.empty((T, N, *obs_shape), dtype=np.float32)
@@ -63,8 +84,6 @@ def collect(envs: gym.vector.VectorEnv, policy: Policy, state: CollectorState, n
     rewards = np.empty((T, N), dtype=np.float32)
     terminated, dones = np.empty((T, N), dtype=bool), np.empty((T, N), dtype=bool)
     valid = np.ones((T, N), dtype=bool)
-    noise = policy.action_noise(T, N).numpy()  # one draw per rollout: the step loop only runs the network
-    actor = acting.snapshot(policy)
     if continuous:  # the env gets the clipped action; the rollout keeps the sample and its log-prob
         low, high = space.low.astype(np.float32), space.high.astype(np.float32)
 
@@ -88,9 +107,5 @@ def collect(envs: gym.vector.VectorEnv, policy: Policy, state: CollectorState, n
             state.episode_returns.extend(info["episode"]["r"][ended].tolist())
             state.episode_lengths.extend(info["episode"]["l"][ended].tolist())
         state.obs = next_obs
-    obs_t, actions_t = torch.from_numpy(obs_buffer), torch.from_numpy(actions)
-    with torch.no_grad():  # log pi_old(a|s) of the whole rollout in one batched call
-        log_probs = policy.sample_log_prob(obs_t.flatten(0, 1), actions_t.flatten(0, 1),
-                                           torch.from_numpy(noise).flatten(0, 1)).view(T, N)
-    return Rollout(obs_t, actions_t, log_probs, torch.from_numpy(rewards), torch.from_numpy(next_obs_buffer),
-                   torch.from_numpy(terminated), torch.from_numpy(dones), torch.from_numpy(valid))
+    return {"obs": obs_buffer, "actions": actions, "rewards": rewards, "next_obs": next_obs_buffer,
+            "terminated": terminated, "dones": dones, "valid": valid}

@@ -83,6 +83,7 @@ class EnvConfig:
     num_envs: int = 8
     backend: str = "gymnasium"  # envpool: EnvPool's threaded C++ envs (pip install -e '.[envpool]')
     vectorization: str = "sync"  # gymnasium: sync is 3 to 5 times faster than async for MuJoCo on 2 cores
+    workers: int = 1  # gymnasium: processes that each step num_envs / workers envs through a rollout
     autoreset_mode: str = "same_step"  # gymnasium; envpool always resets on the next step
     normalize_observations: bool = True
     observation_clip: float = 10.0
@@ -95,6 +96,10 @@ class EnvConfig:
                f"choose one of {VECTORIZATIONS}")
         _check("env", "autoreset_mode", self.autoreset_mode, self.autoreset_mode in AUTORESET_MODES,
                f"choose one of {AUTORESET_MODES}")
+        _check("env", "workers", self.workers, 1 <= self.workers <= self.num_envs,
+               f"must be an integer from 1 to env.num_envs ({self.num_envs})")
+        _check("env", "workers", self.workers, self.workers == 1 or self.backend == "gymnasium",
+               "must be 1 with env.backend=envpool (its own threads step the envs)")
         _check("env", "observation_clip", self.observation_clip, self.observation_clip > 0, "must be > 0")
 
 

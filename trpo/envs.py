@@ -10,6 +10,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.wrappers.vector import NormalizeReward, RecordEpisodeStatistics
 
 from trpo.config import EnvConfig
+from trpo.workers import EnvWorkers
 
 AUTORESET = {"same_step": AutoresetMode.SAME_STEP, "next_step": AutoresetMode.NEXT_STEP}
 
@@ -22,11 +23,14 @@ def check_env_id(env_id: str) -> None:
         raise ValueError(f"env={env_id!r} is not a registered Gymnasium environment id{hint}")
 
 
-def make_envs(env_id: str, config: EnvConfig, gamma: float, seed: int = 0) -> gym.vector.VectorEnv:
+def make_envs(env_id: str, config: EnvConfig, gamma: float, seed: int = 0) -> gym.vector.VectorEnv | EnvWorkers:
     """The training vector env: episode statistics on raw rewards, then optional reward scaling.
 
     seed: EnvPool takes its seeds here, once (Gymnasium's envs are seeded by their first reset).
+    With config.workers > 1: EnvWorkers, whose processes each make such a vector env of their share.
     """
+    if config.workers > 1:
+        return EnvWorkers(env_id, config, gamma, seed)
     if config.backend == "envpool":
         envs = make_envpool(env_id, config.num_envs, seed)
     else:
@@ -61,18 +65,29 @@ def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Sp
         raise ValueError(f"env={env_id!r} has action space {action_space}; supported: a 1-D Box or Discrete")
 
 
-def reward_normalizer_state(envs: gym.vector.VectorEnv) -> dict[str, torch.Tensor]:
-    """The running return statistics of NormalizeReward, as tensors for a weights-only checkpoint."""
+def reward_normalizer_state(envs: gym.vector.VectorEnv | EnvWorkers) -> dict:
+    """The running return statistics of NormalizeReward, as tensors for a weights-only checkpoint.
+
+    EnvWorkers: {"workers": [each worker's statistics]}.
+    """
+    if isinstance(envs, EnvWorkers):
+        return {"workers": envs.reward_normalizer_state()}
     if not isinstance(envs, NormalizeReward):
         return {}
     rms = envs.return_rms
-    return {"mean": torch.as_tensor(rms.mean), "var": torch.as_tensor(rms.var), "count": torch.tensor(rms.count),
+    return {"mean": torch.as_tensor(rms.mean), "var": torch.as_tensor(rms.var), "count": torch.tensor(rms.count, dtype=torch.float64),
             "accumulated_reward": torch.as_tensor(envs.accumulated_reward)}
 
 
-def load_reward_normalizer_state(envs: gym.vector.VectorEnv, state: dict[str, torch.Tensor]) -> None:
+def load_reward_normalizer_state(envs: gym.vector.VectorEnv | EnvWorkers, state: dict) -> None:
+    if isinstance(envs, EnvWorkers) != ("workers" in state):
+        saved = len(state["workers"]) if "workers" in state else 1
+        raise ValueError(f"the checkpoint holds the reward scaling of env.workers={saved}; resume with it")
+    if isinstance(envs, EnvWorkers):
+        envs.load_reward_normalizer_state(state["workers"])
+        return
     if isinstance(envs, NormalizeReward) and state:
         envs.return_rms.mean = state["mean"].numpy().astype(np.float64)
         envs.return_rms.var = state["var"].numpy().astype(np.float64)
         envs.return_rms.count = float(state["count"])
-        envs.accumulated_reward = state["accumulated_reward"].numpy().astype(np.float64)
+        envs.accumulated_reward = state["accumulated_reward"].numpy().copy()

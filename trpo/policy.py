@@ -55,17 +55,19 @@ class ObservationNormalizer(nn.Module):
         self.register_buffer("count", torch.zeros(()))
 
     @torch.no_grad()
-    def update(self, obs: Tensor) -> None:
-        """Merge a batch [..., obs_dim] into the running statistics (Chan et al. parallel variance)."""
+    def updated(self, obs: Tensor) -> dict[str, Tensor]:
+        """The state_dict that update(obs) would leave, without changing these statistics."""
         batch = obs.reshape(-1, self.mean.shape[0]).to(self.mean.dtype)
         n = batch.shape[0]
         batch_mean, batch_var = batch.mean(0), batch.var(0, unbiased=False)
         total = self.count + n
         delta = batch_mean - self.mean
         m2 = self.var * self.count + batch_var * n + delta.square() * self.count * n / total
-        self.mean += delta * n / total
-        self.var.copy_(m2 / total)
-        self.count.copy_(total)
+        return {"mean": self.mean + delta * n / total, "var": m2 / total, "count": total}
+
+    def update(self, obs: Tensor) -> None:
+        """Merge a batch [..., obs_dim] into the running statistics (Chan et al. parallel variance)."""
+        self.load_state_dict(self.updated(obs))
 
     def forward(self, obs: Tensor) -> Tensor:
         return ((obs - self.mean) / torch.sqrt(self.var + self.epsilon)).clamp(-self.clip, self.clip)

@@ -66,13 +66,14 @@ def train(config: Config, run_dir: Path) -> float:
                     save_checkpoint(run_dir, policy, value, value_fitter, envs, state, generator, global_step, iteration)
                     raise FloatingPointError(non_finite_message(config.env_id, rollout, global_step, run_dir))
                 batch = advantage_batch(rollout, value, algo, device)
+                normalizer = policy.normalizer.updated(batch["obs"]) if config.env.normalize_observations else None
+                value_fitter.start(batch["obs"], batch["returns"], normalizer)  # with algo.value_process: meanwhile
                 metrics = trpo_step(policy, batch["obs"], batch["actions"], batch["log_probs"], batch["advantages"],
                                     algo, generator)
-                if config.env.normalize_observations:  # after the update, so log pi_old matches theta_old
-                    policy.normalizer.update(batch["obs"])
+                if normalizer is not None:  # after the policy step, so that log pi_old matches theta_old
+                    policy.normalizer.load_state_dict(normalizer)
                 if acting_policy is not policy:
                     acting_policy.load_state_dict(policy.state_dict())
-                value_fitter.start(batch["obs"], batch["returns"])  # with algo.value_process: during the next rollout
                 global_step += rollout.rewards.numel()
                 iteration += 1
                 elapsed = time.perf_counter() - started

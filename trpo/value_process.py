@@ -137,10 +137,14 @@ class ValueFitter:
             raise RuntimeError(f"in the value-fit process:\n{result}")
         return _to_torch(result)
 
-    def start(self, obs: Tensor, returns: Tensor) -> None:
-        """Begin fitting value's current weights on obs [B, obs_dim] and returns [B] (its normalizer as it is now)."""
+    def start(self, obs: Tensor, returns: Tensor, normalizer: dict[str, Tensor] | None = None) -> None:
+        """Begin fitting value's current weights on obs [B, obs_dim] and returns [B].
+
+        normalizer: the observation statistics to fit with (by default value's as they are now).
+        """
         self.result()  # one fit at a time
-        self._send("fit", obs, returns, self.value.body.state_dict(), self.value.normalizer.state_dict())
+        normalizer = self.value.normalizer.state_dict() if normalizer is None else normalizer
+        self._send("fit", obs, returns, self.value.body.state_dict(), normalizer)
         self._pending = True
 
     def result(self) -> dict[str, Tensor]:
