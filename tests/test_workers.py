@@ -29,7 +29,7 @@ def test_workers_give_the_rollouts_of_one_vector_env():
     for first, second in zip(one, two):
         for name in ("dones", "terminated", "valid"):
             assert torch.equal(getattr(first, name), getattr(second, name)), name
-        for name in ("obs", "actions", "log_probs", "rewards", "next_obs"):  # the acting batch's size rounds differently
+        for name in ("obs", "actions", "log_probs", "rewards", "next_obs"):  # acting batches round differently
             torch.testing.assert_close(getattr(first, name), getattr(second, name), rtol=0, atol=1e-4, msg=name)
     np.testing.assert_allclose(sorted(one_state.episode_returns), sorted(two_state.episode_returns), rtol=1e-5)
     assert len(two_state.episode_returns) == 5 and two_state.episode_lengths == [200] * 5

@@ -44,7 +44,7 @@ class AlgoConfig:
     value_lr: float = 1e-3
     value_epochs: int = 10
     value_minibatch_size: int = 64
-    value_process: bool = False  # fit the value function in a child process while the next rollout is collected
+    value_process: bool = False  # fit the value function in a child process during the policy step and next rollout
 
     def __post_init__(self):
         checks = {

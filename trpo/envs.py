@@ -75,7 +75,8 @@ def reward_normalizer_state(envs: gym.vector.VectorEnv | EnvWorkers) -> dict:
     if not isinstance(envs, NormalizeReward):
         return {}
     rms = envs.return_rms
-    return {"mean": torch.as_tensor(rms.mean), "var": torch.as_tensor(rms.var), "count": torch.tensor(rms.count, dtype=torch.float64),
+    return {"mean": torch.as_tensor(rms.mean), "var": torch.as_tensor(rms.var),
+            "count": torch.tensor(rms.count, dtype=torch.float64),
             "accumulated_reward": torch.as_tensor(envs.accumulated_reward)}
 
 

@@ -1,9 +1,10 @@
 """The value-function fit, in the trainer's process or in a child process that runs it meanwhile.
 
-With `algo.value_process=true` the fit of one batch runs on the second core while the trainer collects
-the next rollout (threads would fight over the GIL with the simulator's Python code). Both ways run
-the same `_Fitter` methods; only the transport differs. Tensors cross the pipe as NumPy arrays,
-whose pickles cost a twentieth of `torch.save`/`torch.load` for these sizes (0.1 ms against 2.4 ms).
+With `algo.value_process=true` the fit of one batch runs on another core while the trainer takes the
+policy step and collects the next rollout (threads would fight over the GIL with the simulator's
+Python code). Both ways run the same `_Fitter` methods; only the transport differs. Tensors cross
+the pipe as NumPy arrays, whose pickles cost a twentieth of `torch.save`/`torch.load` for these
+sizes (0.1 ms against 2.4 ms).
 """
 
 import copy
