@@ -128,9 +128,12 @@ def main():
     ours = training_steps_per_second(preset(args.env, args.steps, args.overrides))
     print(f"(a) raw simulator: {raw:.0f} steps/s")
     print(f"(b) trpo training: {ours:.0f} steps/s   (b)/(a) = {ours / raw:.2f}")
-    if args.against:
+    other = None
+    if args.against:  # the same measurements, (a) included, for a second configuration
+        other_raw = raw_steps_per_second(preset(args.env, args.steps, args.against), args.steps)
         other = training_steps_per_second(preset(args.env, args.steps, args.against))
-        print(f"    with {' '.join(args.against)}: {other:.0f} steps/s   (b) / this = {ours / other:.2f}")
+        print(f"    with {' '.join(args.against)}: (a) {other_raw:.0f} steps/s, (b) {other:.0f} steps/s, "
+              f"(b)/(a) = {other / other_raw:.2f}; (b) above / this (b) = {ours / other:.2f}")
     print("(c) share of training wall time (profiled run):")
     split = phase_split(preset(args.env, args.steps, args.overrides))
     for phase, share in split.items():
@@ -138,10 +141,10 @@ def main():
     update = split["policy step (all)"] + split["value fit: hand over"] + split["value fit: wait"]
     print(f"    update (policy step + value fit in the trainer) {update:6.1%}")
     if args.peers:
-        peer = sb3_steps_per_second(args.env, args.steps)
-        print(f"(d) SB3-contrib TRPO (RL Zoo settings): {peer:.0f} steps/s   (b)/(d) = {ours / peer:.2f}")
-        peer = tianshou_trpo(args.env, args.steps)
-        print(f"(d) Tianshou TRPO (MuJoCo example settings): {peer:.0f} steps/s   (b)/(d) = {ours / peer:.2f}")
+        for name, peer in (("SB3-contrib TRPO (RL Zoo settings)", sb3_steps_per_second(args.env, args.steps)),
+                           ("Tianshou TRPO (MuJoCo example settings)", tianshou_trpo(args.env, args.steps))):
+            against = f"; with {' '.join(args.against)}: {other / peer:.2f}" if other else ""
+            print(f"(d) {name}: {peer:.0f} steps/s   (b)/(d) = {ours / peer:.2f}{against}")
 
 
 if __name__ == "__main__":
