@@ -81,13 +81,15 @@ def reward_normalizer_state(envs: gym.vector.VectorEnv | EnvWorkers) -> dict:
 
 
 def load_reward_normalizer_state(envs: gym.vector.VectorEnv | EnvWorkers, state: dict) -> None:
+    if not state:  # saved without reward scaling: nothing to restore
+        return
     if isinstance(envs, EnvWorkers) != ("workers" in state):
         saved = len(state["workers"]) if "workers" in state else 1
         raise ValueError(f"the checkpoint holds the reward scaling of env.workers={saved}; resume with it")
     if isinstance(envs, EnvWorkers):
         envs.load_reward_normalizer_state(state["workers"])
         return
-    if isinstance(envs, NormalizeReward) and state:
+    if isinstance(envs, NormalizeReward):
         envs.return_rms.mean = state["mean"].numpy().astype(np.float64)
         envs.return_rms.var = state["var"].numpy().astype(np.float64)
         envs.return_rms.count = float(state["count"])
