@@ -25,13 +25,12 @@ def gae(
     Returns (advantages A_t, returns A_t + V(s_t)), both [T, N].
     """
     not_terminal = 1.0 - terminated.to(values.dtype)
-    continues = 1.0 - dones.to(values.dtype)
     deltas = rewards + gamma * not_terminal * next_values - values
-    advantages = torch.empty_like(deltas)
-    next_advantage = torch.zeros_like(deltas[0])
-    for t in range(deltas.shape[0] - 1, -1, -1):
-        next_advantage = deltas[t] + gamma * lam * continues[t] * next_advantage
-        advantages[t] = next_advantage
+    trace = gamma * lam * (1.0 - dones.to(values.dtype))  # how much of A_{t+1} flows back to A_t
+    advantages = torch.zeros((deltas.shape[0] + 1, *deltas.shape[1:]), dtype=deltas.dtype, device=deltas.device)
+    for t in range(deltas.shape[0] - 1, -1, -1):  # two ops a step, written in place: the loop is dispatch-bound
+        torch.add(deltas[t], trace[t] * advantages[t + 1], out=advantages[t])
+    advantages = advantages[:-1]
     return advantages, advantages + values
 
 
