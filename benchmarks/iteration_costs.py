@@ -75,14 +75,18 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, help="a run's checkpoints directory: its policy acts too")
     parser.add_argument("--rollouts", type=int, default=60, help="rollouts per source of actions")
     args = parser.parse_args()
+    try:  # before any work: a bad directory is a clear error, not a traceback
+        saved = checkpoint.load(args.checkpoint) if args.checkpoint else None
+    except ValueError as error:
+        parser.error(f"--checkpoint {args.checkpoint}: {error}")
     torch.set_num_threads(1)
     config = preset(args.env, 10**6, [])
     probe = make_envs(config.env_id, config.env, config.algo.gamma)
     policy, value = build_models(config, probe.single_observation_space, probe.single_action_space)
     policies = {"random actions": None, "untrained policy": policy}
-    if args.checkpoint:
+    if saved is not None:
         trained, _ = build_models(config, probe.single_observation_space, probe.single_action_space)
-        trained.load_state_dict(checkpoint.load(args.checkpoint)["policy"])
+        trained.load_state_dict(saved["policy"])
         policies[f"policy of {args.checkpoint}"] = trained
     steps = config.steps_per_env * config.env.num_envs
     print(f"{config.env_id}, preset conf/env/{config.env_id}.yaml, {steps} steps per iteration, "

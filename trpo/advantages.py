@@ -27,7 +27,7 @@ def gae(
     not_terminal = 1.0 - terminated.to(values.dtype)
     deltas = rewards + gamma * not_terminal * next_values - values
     trace = gamma * lam * (1.0 - dones.to(values.dtype))  # how much of A_{t+1} flows back to A_t
-    advantages = torch.zeros((deltas.shape[0] + 1, *deltas.shape[1:]), dtype=deltas.dtype, device=deltas.device)
+    advantages = deltas.new_zeros((deltas.shape[0] + 1, *deltas.shape[1:]))  # the extra last row: A_T = 0
     for t in range(deltas.shape[0] - 1, -1, -1):  # two ops a step, written in place: the loop is dispatch-bound
         torch.add(deltas[t], trace[t] * advantages[t + 1], out=advantages[t])
     advantages = advantages[:-1]
