@@ -15,8 +15,8 @@ import torch
 
 from throughput import preset
 from trpo import acting
-from trpo.envs import make_envs
-from trpo.train import build_models
+from trpo.models import build_models
+from trpo.workers import make_envs
 
 
 def main() -> None:

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from throughput import preset
-from trpo import checkpoint, collector
-from trpo.envs import make_envs
-from trpo.train import advantage_batch, build_models
+from trpo import checkpoint, collector, stepping
+from trpo.models import build_models
+from trpo.workers import make_envs
+from trpo.train import advantage_batch
 from trpo.update import fit_value, trpo_step
 
 
@@ -56,7 +57,7 @@ def simulator_costs(config, policies: dict, rollouts: int) -> dict[str, float]:
             runs[name] = lambda envs=envs, space=space, rng=rng, shape=shape: [
                 envs.step(action) for action in rng.uniform(space.low, space.high, shape).astype(space.dtype)]
         else:
-            state = collector.start(envs, 0)
+            state = stepping.start(envs, 0)
             runs[name] = lambda envs=envs, policy=policy, state=state: collector.collect(
                 envs, policy, state, config.steps_per_env)
     times = {name: [] for name in runs}
@@ -97,7 +98,7 @@ def main() -> None:
     for name, seconds in costs.items():
         print(f"    {name:<{width}} {1000 * seconds:7.1f} ms  ({steps / seconds:.0f} steps/s)")
 
-    rollout = collector.collect(probe, policy, collector.start(probe, 0), config.steps_per_env)
+    rollout = collector.collect(probe, policy, stepping.start(probe, 0), config.steps_per_env)
     algo, cpu = config.algo, torch.device("cpu")
     batch = advantage_batch(rollout, value, algo, cpu)
     saved_policy, saved_value = ({k: v.clone() for k, v in m.state_dict().items()} for m in (policy, value))

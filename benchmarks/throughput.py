@@ -31,8 +31,8 @@ from omegaconf import OmegaConf
 
 from peers import sb3_steps_per_second, tianshou_trpo
 from trpo.config import Config, EnvConfig
-from trpo.envs import make_envs
 from trpo.train import train
+from trpo.workers import make_envs
 
 ROOT = Path(__file__).resolve().parents[1]
 # Phase -> the function whose cumulative time is that phase (trpo.update.trpo_step's remainder is the

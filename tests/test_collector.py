@@ -5,9 +5,9 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 import toy_envs  # noqa: F401  (registers the Toy* ids)
-from trpo import collector
+from trpo import collector, stepping
 from trpo.config import AlgoConfig, EnvConfig
-from trpo.envs import make_envs
+from trpo.workers import make_envs
 from trpo.policy import GaussianPolicy, ValueNetwork
 from trpo.train import advantage_batch
 from trpo.update import fit_value
@@ -20,7 +20,7 @@ def toy_envs(env_id="ToyTruncated-v0", mode="same_step", num_envs=2):
 @pytest.mark.parametrize("mode", ["same_step", "next_step"])
 def test_next_obs_at_episode_end_is_the_final_observation(mode):
     envs = toy_envs(mode=mode)
-    state = collector.start(envs, seed=0)
+    state = stepping.start(envs, seed=0)
     rollout = collector.collect(envs, GaussianPolicy(2, 1), state, num_steps=9)
     steps = rollout.obs[..., 0]  # the step counter inside the episode
     ends = rollout.dones
@@ -42,7 +42,7 @@ def test_next_obs_at_episode_end_is_the_final_observation(mode):
 
 def test_episode_statistics_are_raw_returns_of_finished_episodes():
     envs = toy_envs("ToyTerminating-v0")
-    state = collector.start(envs, seed=0)
+    state = stepping.start(envs, seed=0)
     rollout = collector.collect(envs, GaussianPolicy(2, 1), state, num_steps=6)
     assert torch.equal(rollout.terminated, rollout.dones) and rollout.terminated.sum() == 6
     assert state.episode_returns == [2.0] * 6 and state.episode_lengths == [2] * 6
@@ -51,7 +51,7 @@ def test_episode_statistics_are_raw_returns_of_finished_episodes():
 def test_env_gets_clipped_actions_while_the_rollout_keeps_the_sample():
     envs = make_envs("ToyTruncated-v0", EnvConfig(num_envs=1), gamma=0.99)
     policy = GaussianPolicy(2, 1, log_std_init=2.0)  # std e^2: most samples fall outside [-1, 1]
-    state = collector.start(envs, seed=0)
+    state = stepping.start(envs, seed=0)
     rollout = collector.collect(envs, policy, state, num_steps=20)
     assert rollout.actions.abs().max() > 1.0
     sent = envs.unwrapped.envs[0].unwrapped.last_action
@@ -63,7 +63,7 @@ def test_env_gets_clipped_actions_while_the_rollout_keeps_the_sample():
 def test_collector_rejects_unknown_autoreset_mode():
     envs = gym.make_vec("ToyTruncated-v0", num_envs=1, vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED})
     with pytest.raises(ValueError, match="autoreset_mode"):
-        collector.collect(envs, GaussianPolicy(2, 1), collector.CollectorState(envs.reset(seed=0)[0], np.zeros(1, bool)), 1)
+        collector.collect(envs, GaussianPolicy(2, 1), stepping.CollectorState(envs.reset(seed=0)[0], np.zeros(1, bool)), 1)
 
 
 @pytest.mark.parametrize("mode", ["same_step", "next_step"])
@@ -74,7 +74,7 @@ def test_value_on_a_truncated_constant_reward_env_approaches_one_over_one_minus_
     algo = AlgoConfig(gamma=0.9, gae_lambda=1.0)
     policy, value = GaussianPolicy(2, 1), ValueNetwork(2)
     optimizer = torch.optim.Adam(value.parameters(), lr=1e-2)
-    state = collector.start(envs, seed=0)
+    state = stepping.start(envs, seed=0)
     for _ in range(60):
         rollout = collector.collect(envs, policy, state, num_steps=16)
         batch = advantage_batch(rollout, value, algo, torch.device("cpu"))
@@ -90,7 +90,7 @@ def test_async_vector_env_gives_the_same_rollout_as_sync():
         envs = make_envs("Pendulum-v1", EnvConfig(num_envs=2, vectorization=vectorization), gamma=0.99)
         torch.manual_seed(0)
         policy = GaussianPolicy(3, 1)
-        rollouts.append(collector.collect(envs, policy, collector.start(envs, seed=0), num_steps=210))
+        rollouts.append(collector.collect(envs, policy, stepping.start(envs, seed=0), num_steps=210))
         envs.close()
     sync, async_ = rollouts
     assert sync.dones.any()  # crosses an episode end (Pendulum truncates at 200 steps)
@@ -108,7 +108,7 @@ def test_envpool_backend_gives_the_returns_of_gymnasium():
         policy = GaussianPolicy(17, 6, log_std_init=-20.0)  # deterministic in effect
         with torch.no_grad():
             policy.mean[-1].weight.mul_(30)  # actions of a useful size, mostly inside the bounds
-        state = collector.start(envs, seed=0)
+        state = stepping.start(envs, seed=0)
         collector.collect(envs, policy, state, num_steps=1001)  # one whole episode per env
         returns[backend] = np.array(state.episode_returns)
         envs.close()

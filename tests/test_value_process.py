@@ -1,7 +1,12 @@
+import os
+import signal
+import time
+
 import pytest
 import torch
 
 from trpo.policy import ObservationNormalizer, ValueNetwork
+from trpo.processes import ChildError
 from trpo.value_process import ValueFitter
 
 
@@ -72,20 +77,30 @@ def test_errors_in_the_child_are_reported():
 def test_falls_back_to_fitting_in_process_inside_a_joblib_worker(monkeypatch):
     monkeypatch.setattr("multiprocessing.get_start_method", lambda allow_none=False: "loky")
     fitter = ValueFitter(ValueNetwork(3), lr=1e-2, epochs=1, minibatch_size=8, seed=0, process=True)
-    assert fitter._process is None
+    assert fitter.child is None
     fitter.start(torch.randn(16, 3), torch.randn(16))
     assert set(fitter.result()) == {"value/loss", "value/explained_variance"}
 
 
-def test_child_outlives_a_sigterm_to_the_process_group_until_the_trainer_closes_it():
-    import os
-    import signal
-
+def test_a_hung_child_is_closed_within_a_bounded_time():
     fitter = ValueFitter(ValueNetwork(3), lr=1e-2, epochs=1, minibatch_size=8, seed=0, process=True)
     fitter.state()  # the child is up and serving
-    os.kill(fitter._process.pid, signal.SIGTERM)  # as a cluster's kill of the whole job would
+    os.kill(fitter.child.process.pid, signal.SIGSTOP)  # hung: it reads no request and takes no SIGTERM
+    fitter.start(torch.randn(16, 3), torch.randn(16))
+    started = time.monotonic()
+    fitter.close()
+    assert time.monotonic() - started < 12 and not fitter.child.process.is_alive()
+
+
+def test_sigint_leaves_the_child_serving_and_sigterm_stops_it():
+    fitter = ValueFitter(ValueNetwork(3), lr=1e-2, epochs=1, minibatch_size=8, seed=0, process=True)
+    fitter.state()
+    os.kill(fitter.child.process.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group: the trainer decides
     fitter.start(torch.randn(16, 3), torch.randn(16))
     assert set(fitter.result()) == {"value/loss", "value/explained_variance"}
-    assert set(fitter.state()) == {"optimizer", "generator"}  # what the trainer's last checkpoint needs
+    os.kill(fitter.child.process.pid, signal.SIGTERM)
+    fitter.child.process.join(5)
+    assert fitter.child.process.exitcode == -signal.SIGTERM
+    with pytest.raises(ChildError, match=r"the value-fit process exited unexpectedly \(exit code -15\)"):
+        fitter.state()
     fitter.close()
-    assert not fitter._process.is_alive()

@@ -2,12 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from trpo import collector
+from trpo import collector, stepping
 from trpo.acting import snapshot
 from trpo.config import EnvConfig
-from trpo.envs import load_reward_normalizer_state, make_envs, reward_normalizer_state
 from trpo.policy import GaussianPolicy
-from trpo.workers import EnvWorkers
+from trpo.workers import EnvWorkers, load_reward_normalizer_state, make_envs, reward_normalizer_state
 
 
 def pendulum_rollouts(workers: int, normalize_rewards: bool = False, rollouts: int = 2, steps: int = 110):
@@ -16,7 +15,7 @@ def pendulum_rollouts(workers: int, normalize_rewards: bool = False, rollouts: i
     try:
         torch.manual_seed(0)
         policy = GaussianPolicy(3, 1)
-        state = collector.start(envs, seed=7)
+        state = stepping.start(envs, seed=7)
         return [collector.collect(envs, policy, state, num_steps=steps) for _ in range(rollouts)], state, envs
     finally:
         envs.close()
@@ -42,7 +41,7 @@ def test_each_worker_scales_rewards_and_its_statistics_round_trip_through_a_chec
     other = make_envs("Pendulum-v1", config, gamma=0.99)
     single = make_envs("Pendulum-v1", EnvConfig(num_envs=4, normalize_rewards=True), gamma=0.99)
     try:
-        state = collector.start(envs, seed=0)
+        state = stepping.start(envs, seed=0)
         collector.collect(envs, GaussianPolicy(3, 1), state, num_steps=30)
         saved = reward_normalizer_state(envs)
         assert len(saved["workers"]) == 2 and all(worker["count"] > 30 for worker in saved["workers"])
@@ -63,13 +62,13 @@ def test_each_worker_scales_rewards_and_its_statistics_round_trip_through_a_chec
 def test_an_error_in_a_worker_reaches_the_trainer_with_its_traceback():
     envs = make_envs("Pendulum-v1", EnvConfig(num_envs=2, workers=2), gamma=0.99)
     try:
-        state = collector.start(envs, seed=0)
+        state = stepping.start(envs, seed=0)
         actor = snapshot(GaussianPolicy(4, 1))  # expects 4 observations; Pendulum has 3
         with pytest.raises(RuntimeError, match="(?s)in env worker 0:\nTraceback.*ValueError: matmul"):
             envs.step_rollout(actor, np.zeros((3, 2, 1), dtype=np.float32), state)
     finally:
         envs.close()
-    assert not any(process.is_alive() for process in envs._processes)
+    assert not any(child.process.is_alive() for child in envs.children)
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -1,40 +1,81 @@
-"""Atomic checkpoints that load with weights_only=True."""
+"""Durable checkpoints that load with weights_only=True, and stopping on SIGINT/SIGTERM."""
 
+import logging
 import os
 import random
 import signal
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
-LATEST = "latest.pt"
+LATEST, PREVIOUS = "latest.pt", "previous.pt"
+
+log = logging.getLogger(__name__)
 
 
 def save(directory: Path, state: dict) -> Path:
-    """Write state to directory/latest.pt through a temporary file and an atomic rename."""
+    """Write state to directory/latest.pt; the checkpoint it replaces becomes previous.pt.
+
+    The data reaches the disk (fsync) before the renames, and the renames before save returns, so a
+    crash or power loss at any moment leaves a whole latest.pt or, between the renames, previous.pt.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / LATEST
-    temporary = path.with_suffix(".tmp")
-    torch.save(state, temporary)
+    path, temporary = directory / LATEST, directory / f"{LATEST}.tmp"
+    with open(temporary, "wb") as file:
+        torch.save(state, file)
+        file.flush()
+        os.fsync(file.fileno())
+    if path.exists():
+        os.replace(path, directory / PREVIOUS)
     os.replace(temporary, path)
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)  # the renames themselves
+    finally:
+        os.close(descriptor)
     return path
 
 
-def load(directory: Path) -> dict:
-    """The latest checkpoint in directory, as tensors and plain Python values (no code runs).
+def exists(directory: Path) -> bool:
+    """Whether directory holds a checkpoint to resume from (the latest or the previous one)."""
+    return any((directory / name).is_file() for name in (LATEST, PREVIOUS))
 
-    Raises ValueError naming the file when it is missing, truncated, corrupted or carries objects
+
+def load_file(path: Path) -> dict:
+    """One checkpoint file as tensors and plain Python values (no code runs).
+
+    Raises ValueError naming the file when it is missing, empty, truncated, corrupted or carries objects
     other than tensors and plain values (a pickle that would run code is refused without running it).
     """
-    path = directory / LATEST
     try:
         with warnings.catch_warnings():  # torch warns about some bad files before refusing them
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for bad files; all mean the same here
-        reason = str(error).strip().splitlines()[0]
-        raise ValueError(f"checkpoint {path} cannot be loaded: {reason}") from None
+        lines = str(error).strip().splitlines()
+        raise ValueError(f"checkpoint {path} cannot be loaded: {lines[0] if lines else type(error).__name__}") from None
+
+
+def load(directory: Path) -> dict:
+    """The latest checkpoint in directory; the previous one, with a warning, when the latest cannot be loaded.
+
+    Raises the latest's ValueError (see load_file) when neither loads.
+    """
+    try:
+        return load_file(directory / LATEST)
+    except ValueError as error:
+        if not (directory / PREVIOUS).is_file():
+            raise
+        try:
+            saved = load_file(directory / PREVIOUS)
+        except ValueError:
+            raise error from None
+        log.warning("%s; using the previous checkpoint %s (step %d)", error, directory / PREVIOUS,
+                    saved["global_step"])
+        return saved
 
 
 def rng_state(generator: torch.Generator) -> dict:
@@ -60,14 +101,27 @@ class Stopped(Exception):
                          f"{run_dir / 'checkpoints'}")
 
 
-class GracefulStop:
-    """SIGINT/SIGTERM ask the loop to stop after the current iteration; a second SIGINT stops at once.
+class StoppedNow(BaseException):
+    """SIGINT or SIGTERM outside the loop, or a second SIGINT: the run stops where it is, without a new
+    checkpoint. A BaseException, as KeyboardInterrupt is: no `except Exception` may swallow it."""
 
+    def __init__(self, number: int):
+        self.signal = number
+        super().__init__(f"stopped by {signal.Signals(number).name}")
+
+
+class GracefulStop:
+    """SIGINT/SIGTERM handling for a whole run.
+
+    Inside `deferring()` (the training loop) a signal asks the loop to stop after the current iteration,
+    and a second SIGINT stops at once; outside it (start-up, the final evaluation) a signal stops at
+    once. Stopping at once raises StoppedNow where the trainer is, so its cleanup runs.
     Under the submitit launcher no handler is installed: submitit requeues through its own signals.
     """
 
     def __init__(self):
         self.signal: int | None = None
+        self._deferring = False
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> "GracefulStop":
@@ -77,9 +131,17 @@ class GracefulStop:
         return self
 
     def _handle(self, number: int, frame) -> None:
-        if self.signal is not None and number == signal.SIGINT:
-            raise KeyboardInterrupt
+        if not self._deferring or (self.signal is not None and number == signal.SIGINT):
+            raise StoppedNow(number)
         self.signal = number
+
+    @contextmanager
+    def deferring(self) -> Iterator[None]:
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
 
     @property
     def requested(self) -> bool:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trpo import checkpoint
 from trpo.config import Config
-from trpo.envs import check_env_id, check_spaces, make_envpool
+from trpo.envs import check_env_id, check_spaces, make_envpool, route_mujoco_warnings
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("algo", "env", "logger", "debug", "sweep")
@@ -95,11 +95,33 @@ def resumed(saved: Config, config: Config, keys: list[str]) -> Config:
 
 def check_resume_dir(run_dir: Path) -> None:
     """A run directory to resume must hold a checkpoint that loads."""
-    if not (run_dir / "checkpoints" / checkpoint.LATEST).is_file():
+    if not checkpoint.exists(run_dir / "checkpoints"):
         raise ValueError(f"resume={str(run_dir)!r} is invalid: no checkpoint at {run_dir / 'checkpoints' / checkpoint.LATEST}")
     if not (run_dir / "config.yaml").is_file():
         raise ValueError(f"resume={str(run_dir)!r} is invalid: no config.yaml in the run directory")
     checkpoint.load(run_dir / "checkpoints")
+
+
+def resuming(config: Config, run_dir: Path) -> bool:
+    """Whether a run continues from run_dir's checkpoint: resume=<run_dir>, or checkpoint.resume=auto and one is there."""
+    wanted = config.resume is not None or config.checkpoint.resume == "auto"
+    return wanted and checkpoint.exists(run_dir / "checkpoints")
+
+
+def check_run_dir(config: Config, run_dir: Path) -> None:
+    """A new run never writes over another run's metrics; checkpoint.resume=auto continues a checkpoint only
+    for the experiment saved beside it, as resume= does."""
+    if config.resume is None and config.checkpoint.resume != "auto" and (run_dir / "metrics.jsonl").exists():
+        raise ValueError(f"output directory {str(run_dir)!r} already holds a run (metrics.jsonl); continue it with "
+                         f"resume={run_dir}, or choose another hydra.run.dir")
+    if config.resume is None and resuming(config, run_dir) and (run_dir / "config.yaml").is_file():
+        saved = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(run_dir / "config.yaml"))
+        given = OmegaConf.structured(config)
+        for key in schema_keys():
+            if not key.startswith(RESUMABLE_KEYS) and OmegaConf.select(given, key) != OmegaConf.select(saved, key):
+                raise ValueError(f"checkpoint.resume=auto: {key}={OmegaConf.select(given, key)!r} changes the "
+                                 f"experiment saved in {run_dir} ({key}={OmegaConf.select(saved, key)!r}); a resumed "
+                                 f"run may only change {', '.join(RESUMABLE_KEYS[1:])}")
 
 
 def check_writable(run_dir: Path) -> None:
@@ -115,6 +137,7 @@ def check_writable(run_dir: Path) -> None:
 
 def check_env_spaces(env_id: str) -> None:
     """Build one env just long enough to read its spaces (gymnasium has no other way to know them)."""
+    route_mujoco_warnings()
     env = gym.make(env_id)
     try:
         check_spaces(env_id, env.observation_space, env.action_space)
@@ -158,6 +181,7 @@ def check(overrides: list[str]) -> None:
     except HydraException as error:  # a bad group choice or value type, in Hydra's words
         raise ValueError(hydra_message(error)) from None
     config = load_config(cfg, overridden_keys(overrides))
+    check_run_dir(config, run_dir)
     check_writable(run_dir)
     check_env_spaces(config.env_id)
     if config.env.backend == "envpool":

@@ -7,8 +7,8 @@ from omegaconf import OmegaConf
 
 from trpo.policy import ACTIVATIONS
 
-# conf/config.yaml: a resumed run writes into the run directory it continues.
-OmegaConf.register_new_resolver("resume_or", lambda resume, default: default if resume is None else resume,
+# conf/config.yaml: a resumed run writes into the run directory it continues, beside the original .hydra/.
+OmegaConf.register_new_resolver("if_resuming", lambda resume, resumed, fresh: fresh if resume is None else resumed,
                                 replace=True)
 
 ALGO_NAMES = ("trpo", "npg")

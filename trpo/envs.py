@@ -1,6 +1,7 @@
 """Vector environments: id check, construction with episode statistics and optional reward scaling."""
 
 import difflib
+import functools
 import warnings
 
 import gymnasium as gym
@@ -10,9 +11,9 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.wrappers.vector import NormalizeReward, RecordEpisodeStatistics
 
 from trpo.config import EnvConfig
-from trpo.workers import EnvWorkers
 
 AUTORESET = {"same_step": AutoresetMode.SAME_STEP, "next_step": AutoresetMode.NEXT_STEP}
+NON_FINITE_REWARD = "non_finite_reward"  # the info key of the rewards SpareRewardScaling kept from the scaling
 
 
 def check_env_id(env_id: str) -> None:
@@ -23,14 +24,36 @@ def check_env_id(env_id: str) -> None:
         raise ValueError(f"env={env_id!r} is not a registered Gymnasium environment id{hint}")
 
 
-def make_envs(env_id: str, config: EnvConfig, gamma: float, seed: int = 0) -> gym.vector.VectorEnv | EnvWorkers:
+class SpareRewardScaling(gym.vector.VectorWrapper):
+    """Below NormalizeReward: a non-finite reward reaches the running statistics as 0 and the collector
+    as it was (info[NON_FINITE_REWARD]), so the trainer stops with statistics that every later reward
+    would otherwise inherit the NaN from (issue 17)."""
+
+    def step(self, actions):
+        obs, rewards, terminated, truncated, info = self.env.step(actions)
+        if not np.isfinite(rewards).all():
+            info = info | {NON_FINITE_REWARD: rewards}
+            rewards = np.where(np.isfinite(rewards), rewards, 0.0)
+        return obs, rewards, terminated, truncated, info
+
+
+@functools.cache
+def route_mujoco_warnings() -> None:
+    """MuJoCo's warnings as Python warnings: each shown once, not once per env and run (MuJoCo 4
+    prints a compiler deprecation for every model it loads)."""
+    try:
+        import mujoco
+    except ImportError:
+        return
+    mujoco.set_mju_user_warning(lambda message: warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2))
+
+
+def make_vector_env(env_id: str, config: EnvConfig, gamma: float, seed: int = 0) -> gym.vector.VectorEnv:
     """The training vector env: episode statistics on raw rewards, then optional reward scaling.
 
     seed: EnvPool takes its seeds here, once (Gymnasium's envs are seeded by their first reset).
-    With config.workers > 1: EnvWorkers, whose processes each make such a vector env of their share.
     """
-    if config.workers > 1:
-        return EnvWorkers(env_id, config, gamma, seed)
+    route_mujoco_warnings()
     if config.backend == "envpool":
         envs = make_envpool(env_id, config.num_envs, seed)
     else:
@@ -39,7 +62,7 @@ def make_envs(env_id: str, config: EnvConfig, gamma: float, seed: int = 0) -> gy
     check_spaces(env_id, envs.single_observation_space, envs.single_action_space)
     envs = RecordEpisodeStatistics(envs)
     if config.normalize_rewards:
-        envs = NormalizeReward(envs, gamma=gamma)
+        envs = NormalizeReward(SpareRewardScaling(envs), gamma=gamma)
     return envs
 
 
@@ -65,13 +88,8 @@ def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Sp
         raise ValueError(f"env={env_id!r} has action space {action_space}; supported: a 1-D Box or Discrete")
 
 
-def reward_normalizer_state(envs: gym.vector.VectorEnv | EnvWorkers) -> dict:
-    """The running return statistics of NormalizeReward, as tensors for a weights-only checkpoint.
-
-    EnvWorkers: {"workers": [each worker's statistics]}.
-    """
-    if isinstance(envs, EnvWorkers):
-        return {"workers": envs.reward_normalizer_state()}
+def reward_normalizer_state(envs: gym.vector.VectorEnv) -> dict:
+    """The running return statistics of NormalizeReward, as tensors for a weights-only checkpoint ({}: none)."""
     if not isinstance(envs, NormalizeReward):
         return {}
     rms = envs.return_rms
@@ -80,16 +98,8 @@ def reward_normalizer_state(envs: gym.vector.VectorEnv | EnvWorkers) -> dict:
             "accumulated_reward": torch.as_tensor(envs.accumulated_reward)}
 
 
-def load_reward_normalizer_state(envs: gym.vector.VectorEnv | EnvWorkers, state: dict) -> None:
-    if not state:  # saved without reward scaling: nothing to restore
-        return
-    if isinstance(envs, EnvWorkers) != ("workers" in state):
-        saved = len(state["workers"]) if "workers" in state else 1
-        raise ValueError(f"the checkpoint holds the reward scaling of env.workers={saved}; resume with it")
-    if isinstance(envs, EnvWorkers):
-        envs.load_reward_normalizer_state(state["workers"])
-        return
-    if isinstance(envs, NormalizeReward):
+def load_reward_normalizer_state(envs: gym.vector.VectorEnv, state: dict) -> None:
+    if state and isinstance(envs, NormalizeReward):  # saved without reward scaling: nothing to restore
         envs.return_rms.mean = state["mean"].numpy().astype(np.float64)
         envs.return_rms.var = state["var"].numpy().astype(np.float64)
         envs.return_rms.count = float(state["count"])

@@ -15,6 +15,8 @@ from omegaconf import OmegaConf
 
 from trpo import checkpoint
 from trpo.config import Config
+from trpo.envs import route_mujoco_warnings
+from trpo.models import build_models
 from trpo.policy import Policy
 
 EVAL_SEED_OFFSET = 1_000_000  # evaluation episodes start from seeds no training env uses
@@ -25,6 +27,7 @@ def evaluate_policy(env_id: str, policy: Policy, episodes: int, seed: int) -> np
 
     The policy's observation normalizer is only read, never updated, so it stays frozen.
     """
+    route_mujoco_warnings()
     envs = RecordEpisodeStatistics(gym.make_vec(env_id, num_envs=episodes, vectorization_mode="sync"))
     obs, _ = envs.reset(seed=seed + EVAL_SEED_OFFSET)
     returns = np.full(episodes, np.nan)
@@ -38,10 +41,11 @@ def evaluate_policy(env_id: str, policy: Policy, episodes: int, seed: int) -> np
 
 
 def deterministic_action(policy: Policy, obs: np.ndarray, space: gym.Space) -> np.ndarray:
-    """The Gaussian's mean clipped to the bounds, or the most likely discrete action, for a batch of obs."""
+    """The Gaussian's mean clipped to the bounds, or the most likely discrete action (offset by the space's
+    start), for a batch of obs."""
     with torch.inference_mode():
         action = policy.dist(torch.as_tensor(obs, dtype=torch.float32)).mode.numpy()
-    return np.clip(action, space.low, space.high) if isinstance(space, gym.spaces.Box) else action
+    return np.clip(action, space.low, space.high) if isinstance(space, gym.spaces.Box) else action + space.start
 
 
 def record_video(env_id: str, policy: Policy, path: Path, seed: int) -> float:
@@ -71,11 +75,10 @@ def record_video(env_id: str, policy: Policy, path: Path, seed: int) -> float:
 
 def load_run(run_dir: Path) -> tuple[Config, Policy]:
     """The run's configuration and its policy at the latest checkpoint, on the CPU."""
-    from trpo.train import build_models  # train imports this module
-
     if not (run_dir / "config.yaml").is_file():
         raise ValueError(f"run directory {str(run_dir)!r} has no config.yaml; pass a directory under runs/")
     config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(run_dir / "config.yaml")))
+    route_mujoco_warnings()
     probe = gym.make(config.env_id)
     policy, _ = build_models(config, probe.observation_space, probe.action_space)
     probe.close()

@@ -13,6 +13,14 @@ from trpo.config import LoggerConfig
 log = logging.getLogger(__name__)
 
 
+def _iteration(line: str) -> int:
+    """The iteration a metrics.jsonl line records; 0 for a line a crash cut short."""
+    try:
+        return json.loads(line)["iteration"]
+    except (ValueError, KeyError, TypeError):
+        return 0
+
+
 class RunLogger:
     """Writes metrics.jsonl always; W&B in the configured mode; a tqdm bar with steps/s and return.
 
@@ -28,9 +36,8 @@ class RunLogger:
                  resumed_iteration: int = 0):
         metrics_path = run_dir / "metrics.jsonl"
         if metrics_path.exists():  # keep what the checkpoint covers; later lines are logged again
-            kept = [line for line in metrics_path.read_text().splitlines(keepends=True)
-                    if line.strip() and json.loads(line)["iteration"] <= resumed_iteration]
-            metrics_path.write_text("".join(kept))
+            kept = [line for line in metrics_path.read_text().splitlines() if 0 < _iteration(line) <= resumed_iteration]
+            metrics_path.write_text("".join(line + "\n" for line in kept))
         self.metrics_file = open(metrics_path, "a")
         env_id, algo = run_config["env_id"], run_config["algo"]["name"]
         # An explicit mode beats WANDB_MODE, so offline never prompts for a login. Runs of one sweep

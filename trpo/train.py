@@ -6,6 +6,7 @@ import logging
 import random
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import fields
 from pathlib import Path
 
@@ -18,16 +19,17 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from trpo import checkpoint, collector, command_line
+from trpo import checkpoint, collector, command_line, stepping
 from trpo.advantages import gae
 from trpo.collector import Rollout
 from trpo.config import AlgoConfig, Config
-from trpo.envs import load_reward_normalizer_state, make_envs, reward_normalizer_state
 from trpo.evaluate import evaluate_policy
 from trpo.logger import RunLogger
-from trpo.policy import CategoricalPolicy, GaussianPolicy, ObservationNormalizer, Policy, ValueNetwork
+from trpo.models import build_models
+from trpo.policy import Policy, ValueNetwork
 from trpo.update import trpo_step
 from trpo.value_process import ValueFitter
+from trpo.workers import load_reward_normalizer_state, make_envs, reward_normalizer_state
 
 log = logging.getLogger(__name__)
 
@@ -39,32 +41,37 @@ def train(config: Config, run_dir: Path) -> float:
     """
     run_started = time.perf_counter()
     device = command_line.resolve_device(config.device)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
-    seed_everything(config.seed, config.torch_threads)
-    envs = make_envs(config.env_id, config.env, config.algo.gamma, config.seed)
-    policy, value = (m.to(device) for m in build_models(config, envs.single_observation_space,
-                                                        envs.single_action_space))
-    acting_policy = policy if device.type == "cpu" else copy.deepcopy(policy).cpu()
+    command_line.check_run_dir(config, run_dir)
     algo = config.algo
-    value_fitter = ValueFitter(value, algo.value_lr, algo.value_epochs, algo.value_minibatch_size, config.seed,
-                               process=algo.value_process)
-    generator = torch.Generator().manual_seed(config.seed)
-    global_step, iteration, *episodes = resume(run_dir, config, policy, value, value_fitter, envs, generator)
-    logger = RunLogger(run_dir, config.logger, OmegaConf.to_container(OmegaConf.structured(config)),
-                       config.total_steps, iteration)
-    state = collector.start(envs, config.seed + iteration, *episodes)
-    try:
-        with checkpoint.GracefulStop() as stop:
+    # Every start-up step is under the cleanup, and a signal before the loop stops at once (issue 17).
+    with checkpoint.GracefulStop() as stop, ExitStack() as cleanup:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
+        seed_everything(config.seed, config.torch_threads)
+        envs = make_envs(config.env_id, config.env, algo.gamma, config.seed)
+        cleanup.callback(envs.close)
+        policy, value = (m.to(device) for m in build_models(config, envs.single_observation_space,
+                                                            envs.single_action_space))
+        value_fitter = ValueFitter(value, algo.value_lr, algo.value_epochs, algo.value_minibatch_size, config.seed,
+                                   process=algo.value_process)
+        cleanup.callback(value_fitter.close)
+        generator = torch.Generator().manual_seed(config.seed)
+        global_step, iteration, *episodes = resume(run_dir, config, policy, value, value_fitter, envs, generator)
+        acting_policy = acting_copy(policy)  # after resume: the first rollout acts with the trained policy
+        logger = RunLogger(run_dir, config.logger, OmegaConf.to_container(OmegaConf.structured(config)),
+                           config.total_steps, iteration)
+        cleanup.callback(logger.close)
+        state = stepping.start(envs, config.seed + iteration, *episodes)
+        with stop.deferring():
             unlogged = None  # an iteration's metrics wait for its value fit, which may run during the next rollout
             while global_step < config.total_steps and not stop.requested:
                 started = time.perf_counter()
                 rollout = collector.collect(envs, acting_policy, state, config.steps_per_env)
                 collected = time.perf_counter()
                 unlogged = log_iteration(logger, unlogged, value_fitter)  # the advantages need the fitted value
-                if not torch.isfinite(rollout.next_obs).all():
+                if (fault := first_non_finite(rollout)) is not None:  # checked before anything learns from it
                     save_checkpoint(run_dir, policy, value, value_fitter, envs, state, generator, global_step, iteration)
-                    raise FloatingPointError(non_finite_message(config.env_id, rollout, global_step, run_dir))
+                    raise FloatingPointError(non_finite_message(config.env_id, fault, rollout, global_step, run_dir))
                 batch = advantage_batch(rollout, value, algo, device)
                 normalizer = policy.normalizer.updated(batch["obs"]) if config.env.normalize_observations else None
                 value_fitter.start(batch["obs"], batch["returns"], normalizer)  # with algo.value_process: meanwhile
@@ -87,7 +94,7 @@ def train(config: Config, run_dir: Path) -> float:
                     unlogged = log_iteration(logger, unlogged, value_fitter)
                     save_checkpoint(run_dir, policy, value, value_fitter, envs, state, generator, global_step, iteration)
             log_iteration(logger, unlogged, value_fitter)
-        save_checkpoint(run_dir, policy, value, value_fitter, envs, state, generator, global_step, iteration)
+            save_checkpoint(run_dir, policy, value, value_fitter, envs, state, generator, global_step, iteration)
         if stop.requested:
             raise checkpoint.Stopped(stop.signal, global_step, run_dir)
         returns = evaluate_policy(config.env_id, acting_policy, config.eval.episodes, config.seed)
@@ -96,15 +103,16 @@ def train(config: Config, run_dir: Path) -> float:
                  "time/wall_s": time.perf_counter() - run_started}
         (run_dir / "eval.json").write_text(json.dumps(final))
         logger.summary(final)
-    finally:
-        envs.close()
-        value_fitter.close()
-        logger.close()
     message = f"{config.env_id}: final deterministic evaluation {returns.mean():.2f} +- {returns.std():.2f} " \
               f"over {len(returns)} episodes, run directory {run_dir}"
     log.info(message)
     print(message)
     return final["eval/episode_return"]
+
+
+def acting_copy(policy: Policy) -> Policy:
+    """The policy the rollouts act with, on the CPU: the policy itself there, else a copy synced after each update."""
+    return policy if next(policy.parameters()).device.type == "cpu" else copy.deepcopy(policy).cpu()
 
 
 def advantage_batch(rollout: Rollout, value: ValueNetwork, algo: AlgoConfig, device: torch.device) -> dict[str, Tensor]:
@@ -119,11 +127,28 @@ def advantage_batch(rollout: Rollout, value: ValueNetwork, algo: AlgoConfig, dev
             "advantages": advantages[valid], "returns": returns[valid]}
 
 
-def non_finite_message(env_id: str, rollout: Rollout, global_step: int, run_dir: Path) -> str:
-    """Which env step first returned a non-finite observation (next_obs holds every observation returned)."""
-    t, env = (~torch.isfinite(rollout.next_obs).flatten(2).all(-1)).nonzero()[0].tolist()
+def first_non_finite(rollout: Rollout) -> tuple[int, int, str, float] | None:
+    """(t, env, what, value) of the first non-finite observation or reward the envs returned; None if none.
+
+    t is the step that returned it: obs[t] came from step t - 1 (t = -1: before this rollout, e.g. a reset).
+    """
+    found = []
+    for what, values, returned_at in (("observation", rollout.obs, -1), ("observation", rollout.next_obs, 0),
+                                      ("reward", rollout.rewards.unsqueeze(-1), 0)):
+        finite = torch.isfinite(values.flatten(2))
+        bad = ~finite.all(-1)
+        if bad.any():
+            t, env = bad.nonzero()[0].tolist()
+            found.append((t + returned_at, env, what, values.flatten(2)[t, env][~finite[t, env]][0].item()))
+    return min(found, default=None)
+
+
+def non_finite_message(env_id: str, fault: tuple[int, int, str, float], rollout: Rollout, global_step: int,
+                       run_dir: Path) -> str:
+    t, env, what, value = fault
     step = global_step + t * rollout.rewards.shape[1] + env + 1
-    return (f"{env_id} returned a non-finite observation at environment step {step} (env {env} of the vector env); "
+    where = f"environment step {step}" if step > 0 else "its reset"
+    return (f"{env_id} returned a non-finite {what} ({value}) at {where} (env {env} of the vector env); "
             f"stopped after a checkpoint of step {global_step} in {run_dir / 'checkpoints'}")
 
 
@@ -133,20 +158,6 @@ def episode_metrics(state: collector.CollectorState, recent: int = 10) -> dict[s
     return {"rollout/episode_return": float(np.mean(returns)) if returns else 0.0,
             "rollout/episode_length": float(np.mean(lengths)) if lengths else 0.0,
             "rollout/episodes": len(state.episode_returns)}
-
-
-def build_models(config: Config, observation_space: gym.Space, action_space: gym.Space) -> tuple[Policy, ValueNetwork]:
-    """Policy and value network with separate parameters and one shared observation normalizer."""
-    obs_dim = observation_space.shape[0]
-    normalizer = ObservationNormalizer(obs_dim, clip=config.env.observation_clip) \
-        if config.env.normalize_observations else None
-    hidden, activation = tuple(config.model.hidden), config.model.activation
-    if isinstance(action_space, gym.spaces.Discrete):
-        policy = CategoricalPolicy(obs_dim, int(action_space.n), hidden, activation, normalizer=normalizer)
-    else:
-        policy = GaussianPolicy(obs_dim, action_space.shape[0], hidden, activation, config.model.log_std_init,
-                                normalizer=normalizer)
-    return policy, ValueNetwork(obs_dim, hidden, activation, normalizer=normalizer)
 
 
 def evaluation_due(every: int, global_step: int, steps: int) -> bool:
@@ -179,8 +190,7 @@ def resume(run_dir: Path, config: Config, policy: Policy, value: ValueNetwork, v
     Returns global_step, iteration and the returns and lengths of the episodes finished so far.
     The environments restart their episodes (seeded by seed + iteration): simulator states are not saved.
     """
-    wanted = config.resume is not None or config.checkpoint.resume == "auto"
-    if not (wanted and (run_dir / "checkpoints" / checkpoint.LATEST).is_file()):
+    if not command_line.resuming(config, run_dir):
         return 0, 0, [], []
     saved = checkpoint.load(run_dir / "checkpoints")
     policy.load_state_dict(saved["policy"])
@@ -204,24 +214,40 @@ def seed_everything(seed: int, threads: int) -> None:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     hydra_config = HydraConfig.get()
+    multirun = hydra_config.mode == RunMode.MULTIRUN
     overrides = list(hydra_config.overrides.task)
     try:
         command_line.check_keys(overrides)
         config = command_line.load_config(cfg, command_line.overridden_keys(overrides))
+        run_dir = Path(config.resume or hydra_config.runtime.output_dir)
+        command_line.check_run_dir(config, run_dir)  # train checks it too; here its error is one line
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    if hydra_config.mode == RunMode.MULTIRUN and config.logger.group is None:
+        return failed(error, 2, multirun)
+    if multirun and config.logger.group is None:
         config.logger.group = Path(hydra_config.sweep.dir).name
-    run_dir = Path(config.resume or hydra_config.runtime.output_dir)
     try:
         return train(config, run_dir)
-    except checkpoint.Stopped as stopped:
-        print(f"{stopped}; continue with: python -m trpo.train resume={run_dir}", file=sys.stderr)
+    except (checkpoint.Stopped, checkpoint.StoppedNow) as stopped:  # a stop ends a sweep too
+        saved = checkpoint.exists(run_dir / "checkpoints")
+        hint = f"; continue with: python -m trpo.train resume={run_dir}" if saved else "; no checkpoint was written"
+        print(f"{stopped}{hint}", file=sys.stderr)
         sys.exit(128 + stopped.signal)
     except FloatingPointError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+        return failed(error, 1, multirun)
+    except Exception as error:
+        if multirun:
+            log.exception("this job failed (the sweep goes on): %s", error)
+        raise
+
+
+def failed(error: Exception, status: int, multirun: bool) -> float:
+    """A single run: one line on stderr and the exit status. In a multirun the job fails alone: Hydra
+    records the error and runs the other jobs (an Optuna trial is marked failed); train.log says why."""
+    if multirun:
+        log.error("error: %s (this job failed; the sweep goes on)", error)
+        raise error
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,6 @@ sizes (0.1 ms against 2.4 ms).
 import copy
 import logging
 import multiprocessing
-import os
-import signal
-import traceback
 from typing import Any
 
 import numpy as np
@@ -20,6 +17,7 @@ import torch
 from torch import Tensor
 
 from trpo.policy import ValueNetwork
+from trpo.processes import Child
 from trpo.update import fit_value
 
 log = logging.getLogger(__name__)
@@ -71,24 +69,21 @@ class _Fitter:
         self.generator.set_state(state["generator"].cpu())
 
 
-def _serve(pipe, *args) -> None:
-    """The child process: answer (method, args) requests in order until close or until the trainer is gone."""
-    for number in (signal.SIGINT, signal.SIGTERM):  # the trainer's to handle: it needs us for its checkpoint
-        signal.signal(number, signal.SIG_IGN)
-    torch.set_num_threads(1)
-    fitter = _Fitter(*args)
-    while True:
-        try:
-            method, method_args = pipe.recv()
-        except EOFError:
-            return
-        if method == "close":  # nothing to flush: skip the interpreter's teardown (0.7 s with torch loaded)
-            pipe.close()
-            os._exit(0)
-        try:
-            pipe.send((True, _to_numpy(getattr(fitter, method)(*_to_torch(method_args)))))
-        except Exception:
-            pipe.send((False, traceback.format_exc()))
+class _NumpyFitter(_Fitter):
+    """_Fitter in the child, on one core beside the trainer's: NumPy arrays in and out, the pipe's cheap form."""
+
+    def __init__(self, *args):
+        torch.set_num_threads(1)
+        super().__init__(*args)
+
+    def fit(self, *args) -> tuple[dict, dict]:
+        return _to_numpy(super().fit(*_to_torch(args)))
+
+    def state(self) -> dict:
+        return _to_numpy(super().state())
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(_to_torch(state))
 
 
 class ValueFitter:
@@ -111,32 +106,20 @@ class ValueFitter:
             log.warning("algo.value_process: a child cannot be started from a %r worker; fitting here", start_method)
             process = False
         fitted = copy.deepcopy(value)  # start() sends it value's weights and normalizer each time
-        args = (fitted.cpu() if process else fitted, lr, epochs, minibatch_size, seed)
         if process:
-            context = multiprocessing.get_context("spawn")  # fork is unsafe once torch and W&B run threads
-            self._pipe, child = context.Pipe()
-            self._process = context.Process(target=_serve, args=(child, *args), name="trpo-value-fit", daemon=True)
-            self._process.start()
-            child.close()
+            self._fitter, self.child = None, Child("the value-fit process", _NumpyFitter, fitted.cpu(), lr, epochs,
+                                                    minibatch_size, seed)
         else:
-            self._fitter, self._process = _Fitter(*args), None
+            self._fitter, self.child = _Fitter(fitted, lr, epochs, minibatch_size, seed), None
 
     def _send(self, method: str, *args) -> None:
-        if self._process is None:  # tensors stay where they are
+        if self.child is None:  # tensors stay where they are
             self._local_reply = getattr(self._fitter, method)(*args)
         else:
-            self._pipe.send((method, _to_numpy(args)))
+            self.child.send(method, *_to_numpy(args))
 
     def _receive(self) -> Any:
-        if self._process is None:
-            return self._local_reply
-        try:
-            ok, result = self._pipe.recv()
-        except EOFError:
-            raise RuntimeError(f"the value-fit process exited unexpectedly (exit code {self._process.exitcode})")
-        if not ok:
-            raise RuntimeError(f"in the value-fit process:\n{result}")
-        return _to_torch(result)
+        return self._local_reply if self.child is None else _to_torch(self.child.receive())
 
     def start(self, obs: Tensor, returns: Tensor, normalizer: dict[str, Tensor] | None = None) -> None:
         """Begin fitting value's current weights on obs [B, obs_dim] and returns [B].
@@ -167,8 +150,5 @@ class ValueFitter:
         self._receive()
 
     def close(self) -> None:
-        if self._process is not None and self._process.is_alive():
-            self._pipe.send(("close", ()))
-            self._process.join(timeout=10)
-            if self._process.is_alive():
-                self._process.terminate()
+        if self.child is not None:
+            self.child.close()
