@@ -1,11 +1,19 @@
+import os
+import signal
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
+
+import toy_envs  # noqa: F401  (the Toy* ids, also as toy_envs:<id> in the workers)
 
 from trpo import collector, stepping
 from trpo.acting import snapshot
 from trpo.config import EnvConfig
 from trpo.policy import GaussianPolicy
+from trpo.processes import ChildError
 from trpo.workers import EnvWorkers, load_reward_normalizer_state, make_envs, reward_normalizer_state
 
 
@@ -64,7 +72,7 @@ def test_an_error_in_a_worker_reaches_the_trainer_with_its_traceback():
     try:
         state = stepping.start(envs, seed=0)
         actor = snapshot(GaussianPolicy(4, 1))  # expects 4 observations; Pendulum has 3
-        with pytest.raises(RuntimeError, match="(?s)in env worker 0:\nTraceback.*ValueError: matmul"):
+        with pytest.raises(ChildError, match="(?s)in env worker 0:\nTraceback.*ValueError: matmul"):
             envs.step_rollout(actor, np.zeros((3, 2, 1), dtype=np.float32), state)
     finally:
         envs.close()
@@ -79,3 +87,36 @@ def test_an_error_in_a_worker_reaches_the_trainer_with_its_traceback():
 def test_bad_worker_counts_are_rejected_before_anything_starts(overrides, message):
     with pytest.raises(ValueError, match=message):
         EnvConfig(**overrides)
+
+
+def pendulum_workers_stepping(steps: int):
+    """Two Pendulum workers asked for a rollout of `steps` steps each (replies of about 40 bytes a step)."""
+    envs = make_envs("Pendulum-v1", EnvConfig(num_envs=2, workers=2), gamma=0.99)
+    state = stepping.start(envs, seed=0)
+    return envs, state, snapshot(GaussianPolicy(3, 1)), np.zeros((steps, 2, 1), dtype=np.float32)
+
+
+def test_an_interrupted_rollout_closes_workers_blocked_sending_their_replies():
+    envs, state, actor, noise = pendulum_workers_stepping(40_000)  # replies of 1.6 MB: more than a pipe holds
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))  # the second Ctrl-C, while they step
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        envs.step_rollout(actor, noise, state)
+    timer.join()
+    started = time.monotonic()
+    envs.close()
+    assert time.monotonic() - started < 15
+    assert not any(child.process.is_alive() for child in envs.children)
+
+
+def test_one_worker_failing_while_another_replies_raises_its_error_and_closes_promptly():
+    # env 0 (seed 0, worker 0) fails at its first step; worker 1 steps 40000 and replies 1.3 MB.
+    envs = EnvWorkers("toy_envs:ToyFailsOnEvenSeeds-v0", EnvConfig(num_envs=2, workers=2), gamma=0.99)
+    state = stepping.start(envs, seed=0)
+    noise = np.zeros((40_000, 2, 1), dtype=np.float32)
+    with pytest.raises(ChildError, match="(?s)in env worker 0:.*this env fails on purpose"):
+        envs.step_rollout(snapshot(GaussianPolicy(2, 1)), noise, state)
+    started = time.monotonic()
+    envs.close()
+    assert time.monotonic() - started < 5
+    assert [child.process.exitcode for child in envs.children] == [0, 0]  # both exited when asked

@@ -40,21 +40,58 @@ gym.register("ToyTerminating-v0", entry_point=CountingEnv, kwargs={"terminate_at
 
 
 class FaultyEnv(CountingEnv):
-    """CountingEnv whose reward (or observation) turns NaN at one step of every `every`-th episode."""
+    """CountingEnv whose reward (or observation) turns NaN at step 2 of every `every`-th episode, from the
+    second one on; with fault="reset", that episode's reset observation is NaN instead."""
 
     def __init__(self, fault: str, every: int = 3):
         super().__init__()
         self.fault, self.every = fault, every
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = super().reset(seed=seed, options=options)
+        if self.fault == "reset" and self.episode % self.every == 1:
+            obs = np.full_like(obs, np.nan)
+        return obs, info
 
     def step(self, action):
         obs, reward, terminated, truncated, info = super().step(action)
         if self.episode % self.every == 1 and self.step_count == 2:
             if self.fault == "reward":
                 reward = float("nan")
-            else:
+            elif self.fault == "observation":
                 obs = np.full_like(obs, np.nan)
         return obs, reward, terminated, truncated, info
 
 
 gym.register("ToyNaNReward-v0", entry_point=FaultyEnv, kwargs={"fault": "reward"}, max_episode_steps=3)
 gym.register("ToyNaNObservation-v0", entry_point=FaultyEnv, kwargs={"fault": "observation"}, max_episode_steps=3)
+gym.register("ToyNaNReset-v0", entry_point=FaultyEnv, kwargs={"fault": "reset"}, max_episode_steps=3)
+
+
+class FailsOnEvenSeeds(CountingEnv):
+    """CountingEnv whose step raises when its last reset had an even seed (env 0 of a vector env seeded 0)."""
+
+    def reset(self, *, seed=None, options=None):
+        if seed is not None:
+            self.fails = seed % 2 == 0
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        if self.fails:
+            raise RuntimeError("this env fails on purpose")
+        return super().step(action)
+
+
+class DiscreteStartEnv(CountingEnv):
+    """CountingEnv with actions Discrete(3, start=-1), refusing any action outside {-1, 0, 1}."""
+
+    action_space = gym.spaces.Discrete(3, start=-1)
+
+    def step(self, action):
+        if not self.action_space.contains(action):
+            raise ValueError(f"action {action!r} is not in {self.action_space}")
+        return super().step(action)
+
+
+gym.register("ToyFailsOnEvenSeeds-v0", entry_point=FailsOnEvenSeeds, max_episode_steps=3)
+gym.register("ToyDiscreteStart-v0", entry_point=DiscreteStartEnv, max_episode_steps=3)
