@@ -1,5 +1,6 @@
 """Never lose a run: bad input, signals, resume, determinism, numerical faults, unsafe checkpoints."""
 
+import copy
 import json
 import os
 import pickle
@@ -16,8 +17,9 @@ import torch
 
 import toy_envs  # noqa: F401  (registers the Toy* ids)
 from test_train import ROOT, composed, read_metrics
-from trpo import checkpoint
+from trpo import checkpoint, collector
 from trpo.envs import check_spaces
+from trpo.evaluate import evaluate_policy, load_run
 from trpo.train import train
 
 TIMING_KEYS = ("time/sps", "time/collect_s", "time/update_s")
@@ -60,6 +62,7 @@ def test_bad_input_gets_one_line_status_2_and_nothing_written(tmp_path):
     corrupted = bad_checkpoint(finished, "corrupted", b"not a checkpoint at all")
     marker = tmp_path / "code-ran"
     malicious = bad_checkpoint(finished, "malicious", pickle.dumps({"policy": RunsCode(marker)}))
+    empty = bad_checkpoint(finished, "empty", b"")
     (tmp_path / "a-file").write_text("")
     cases = {  # overrides -> what the one line must say
         ("env=CartPol-v1",): "close matches: CartPole-v1",
@@ -78,6 +81,10 @@ def test_bad_input_gets_one_line_status_2_and_nothing_written(tmp_path):
         (f"resume={truncated}",): f"checkpoint {truncated / 'checkpoints' / checkpoint.LATEST} cannot be loaded",
         (f"resume={corrupted}",): f"checkpoint {corrupted / 'checkpoints' / checkpoint.LATEST} cannot be loaded",
         (f"resume={malicious}",): "Weights only load failed",
+        (f"resume={empty}",): f"checkpoint {empty / 'checkpoints' / checkpoint.LATEST} cannot be loaded: ",
+        (f"hydra.run.dir={finished}",): f"output directory '{finished}' already holds a run (metrics.jsonl)",
+        (f"hydra.run.dir={finished}", "checkpoint.resume=auto", "algo.max_kl=0.05"):
+            f"checkpoint.resume=auto: algo.max_kl=0.05 changes the experiment saved in {finished} (algo.max_kl=0.02)",
         (f"resume={finished}", "algo.max_kl=0.05"): "algo.max_kl=0.05 changes the experiment saved in the run",
         (f"hydra.run.dir={tmp_path / 'a-file' / 'run'}",): "is not writable",
     }
@@ -101,11 +108,44 @@ def test_bad_input_gets_one_line_status_2_and_nothing_written(tmp_path):
         if not (status == 2 and len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]):
             wrong[overrides] = status, stderr
     assert not wrong
-    assert list(work.iterdir()) == []
+    assert list(work.iterdir()) == [] and not (finished / ".hydra").exists()
     assert not marker.exists()
     process = cli("env=CartPole-v1", "debug=smoke", "algo.max_kl=0.1=", cwd=work)  # Hydra's own syntax error
     process.communicate()
     assert process.returncode == 1
+
+
+def descendants(pid: int) -> set[int]:
+    """The processes below pid, from the process table."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            continue
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def test_ctrl_c_during_start_up_exits_promptly_with_status_130_and_leaves_no_process(tmp_path):
+    process = cli("env=Pendulum-v1", "debug=smoke", "env.workers=2", "algo.value_process=true",
+                  f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    while not (children := descendants(process.pid)):  # the first env worker is starting
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    _, stderr = process.communicate(timeout=60)
+    assert time.monotonic() - sent < 8 and process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "stopped by SIGINT; no checkpoint was written"
+    children |= descendants(process.pid)
+    while any(Path(f"/proc/{pid}").exists() for pid in children):  # none outlives the trainer for long
+        assert time.monotonic() - sent < 12, [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children]
+        time.sleep(0.05)
 
 
 def test_unsupported_action_space_is_named():
@@ -142,15 +182,21 @@ def test_signal_stops_after_a_checkpoint_and_resume_finishes_with_continuous_met
     assert process.returncode == status, stderr
     assert f"stopped by {signal.Signals(number).name}" in stderr and f"resume={run_dir}" in stderr
     saved = checkpoint.load(run_dir / "checkpoints")
-    assert saved["iteration"] == len(read_metrics(run_dir)) < 50 and not (run_dir / "eval.json").exists()
+    before = read_metrics(run_dir)
+    assert saved["iteration"] == len(before) < 50 and not (run_dir / "eval.json").exists()
+    hydra_record = (run_dir / ".hydra" / "overrides.yaml").read_text()
 
     resumed = cli(f"resume={run_dir}", cwd=tmp_path)
     _, stderr = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, stderr
     rows = read_metrics(run_dir)
+    assert rows[:len(before)] == before  # as logged before the stop, timings included: not run again
     assert [row["iteration"] for row in rows] == list(range(1, 51))
     assert [row["global_step"] for row in rows] == [128 * i for i in range(1, 51)]
     assert (run_dir / "eval.json").exists()
+    assert (run_dir / ".hydra" / "overrides.yaml").read_text() == hydra_record  # the run's own record
+    (resume_record,) = (run_dir / ".hydra").glob("resumed-*/overrides.yaml")
+    assert f"resume={run_dir}" in resume_record.read_text()
 
 
 def test_in_the_loop_a_signal_asks_to_stop_outside_it_and_on_a_second_sigint_the_run_stops_at_once():
@@ -165,6 +211,41 @@ def test_in_the_loop_a_signal_asks_to_stop_outside_it_and_on_a_second_sigint_the
             assert stop.requested and stop.signal == signal.SIGINT
             with pytest.raises(checkpoint.StoppedNow, match="stopped by SIGINT"):
                 os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_resumed_run_steps_only_the_remaining_env_steps(tmp_path, monkeypatch):
+    overrides = ("debug=smoke", "steps_per_env=6", "checkpoint.every=1")  # 12 env steps an iteration
+    train(composed("ToyTruncated-v0", *overrides, "total_steps=24"), tmp_path)
+    before = read_metrics(tmp_path)
+    steps = []
+    step = toy_envs.CountingEnv.step
+    monkeypatch.setattr(toy_envs.CountingEnv, "step", lambda env, action: steps.append(1) or step(env, action))
+    train(composed("ToyTruncated-v0", *overrides, "total_steps=48", "checkpoint.resume=auto"), tmp_path)
+    assert len(steps) == 24 + 2 * 3  # two more iterations, and the final evaluation: 2 episodes of 3 steps
+    rows = read_metrics(tmp_path)
+    assert rows[:2] == before and [row["global_step"] for row in rows] == [12, 24, 36, 48]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+def test_a_resumed_run_acts_and_evaluates_with_the_trained_policy(tmp_path, monkeypatch, device):
+    overrides = ("debug=smoke", "checkpoint.resume=auto", f"device={device}")
+    train(composed("Pendulum-v1", *overrides), tmp_path)
+    trained = checkpoint.load(tmp_path / "checkpoints")["policy"]
+    if device == "cpu":  # the separate acting copy that device=cuda makes
+        monkeypatch.setattr("trpo.train.acting_copy", lambda policy: copy.deepcopy(policy).cpu())
+    acted_with = []
+    collect = collector.collect
+    monkeypatch.setattr(collector, "collect", lambda envs, policy, *args: acted_with.append(
+        {name: tensor.clone() for name, tensor in policy.state_dict().items()}) or collect(envs, policy, *args))
+    (tmp_path / "eval.json").unlink()
+    train(composed("Pendulum-v1", *overrides), tmp_path)  # no steps left: only the final evaluation
+    _, policy = load_run(tmp_path)
+    expected = evaluate_policy("Pendulum-v1", policy, 2, 0).mean()
+    assert acted_with == [] and json.loads((tmp_path / "eval.json").read_text())["eval/episode_return"] == expected
+    train(composed("Pendulum-v1", *overrides, "total_steps=384"), tmp_path)  # one more iteration
+    assert acted_with[0].keys() == trained.keys()
+    assert all(torch.equal(acted_with[0][name], tensor) for name, tensor in trained.items())
 
 
 def comparable(rows):

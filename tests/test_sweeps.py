@@ -13,14 +13,17 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def sweep(tmp_path: Path, *overrides: str, wandb_mode: str = "disabled") -> Path:
-    sweep_dir = tmp_path / "sweep"
+def run_sweep(tmp_path: Path, *overrides: str, wandb_mode: str = "disabled") -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")} | {"HOME": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-m", "trpo.train", "--multirun", "env=CartPole-v1", "debug=smoke",
-                             f"logger.wandb_mode={wandb_mode}", f"hydra.sweep.dir={sweep_dir}", *overrides],
-                            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "trpo.train", "--multirun", "env=CartPole-v1", "debug=smoke",
+                           f"logger.wandb_mode={wandb_mode}", f"hydra.sweep.dir={tmp_path / 'sweep'}", *overrides],
+                          cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
+
+
+def sweep(tmp_path: Path, *overrides: str, wandb_mode: str = "disabled") -> Path:
+    result = run_sweep(tmp_path, *overrides, wandb_mode=wandb_mode)
     assert result.returncode == 0, result.stderr[-3000:]
-    return sweep_dir
+    return tmp_path / "sweep"
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -41,6 +44,15 @@ def test_multirun_over_seeds_writes_one_directory_per_job_grouped_in_wandb(tmp_p
         objective(run)
         (wandb_file,) = run.glob("wandb/offline-run-*/*.wandb")
         assert sweep_dir.name.encode() in wandb_file.read_bytes()  # the W&B group: the sweep's name
+
+
+def test_a_failing_job_is_reported_and_the_other_jobs_still_run(tmp_path):
+    result = run_sweep(tmp_path, "total_steps=256,10,384")  # the second job's total_steps is invalid
+    runs = job_dirs(tmp_path / "sweep")
+    assert [run.name for run in runs] == [f"{job}-CartPole-v1-s0" for job in range(3)]
+    assert "total_steps=10 is invalid" in (runs[1] / "train.log").read_text() and not (runs[1] / "eval.json").exists()
+    assert [json.loads((run / "eval.json").read_text())["global_step"] for run in (runs[0], runs[2])] == [256, 384]
+    assert result.returncode != 0 and "total_steps=10 is invalid" in result.stderr  # and the sweep says so at its end
 
 
 def test_seeds_preset_with_parallel_local_jobs(tmp_path):
@@ -67,3 +79,20 @@ def test_optuna_sweep_maximizes_the_objective_and_saves_the_best_parameters(tmp_
                                         "algo.value_epochs", "steps_per_env"}
     (best,) = [run for run in runs if objective(run) == results.best_value][:1]
     assert OmegaConf.load(best / "config.yaml").algo.max_kl == results.best_params["algo.max_kl"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
+                    reason="the optional 'sweep' extra is not installed")
+def test_a_failed_optuna_trial_is_marked_failed_and_the_study_goes_on(tmp_path):
+    # 256 steps for each of 2 envs is more than total_steps=256 allows: those trials fail before any work.
+    result = run_sweep(tmp_path, "sweep=optuna", "hydra.sweeper.n_trials=4", "total_steps=256",
+                       "hydra.sweeper.params.steps_per_env='choice(64,256)'")
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = job_dirs(tmp_path / "sweep")
+    failed = [run for run in runs if not (run / "eval.json").exists()]
+    assert len(runs) == 4 and 0 < len(failed) < 4
+    assert all("total_steps=256 is invalid" in (run / "train.log").read_text() for run in failed)
+    assert (result.stdout + result.stderr).count("Failed experiment: total_steps=256 is invalid") == len(failed)
+    results = OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml")
+    assert results.best_params["steps_per_env"] == 64
+    assert results.best_value == max(objective(run) for run in runs if run not in failed)
