@@ -8,7 +8,8 @@ import toy_envs  # noqa: F401  (registers the Toy* ids)
 from trpo import collector, stepping
 from trpo.config import AlgoConfig, EnvConfig
 from trpo.workers import make_envs
-from trpo.policy import GaussianPolicy, ValueNetwork
+from trpo.evaluate import deterministic_action
+from trpo.policy import CategoricalPolicy, GaussianPolicy, ValueNetwork
 from trpo.train import advantage_batch
 from trpo.update import fit_value
 
@@ -122,3 +123,14 @@ def test_envpool_rejects_an_env_it_does_not_have():
     pytest.importorskip("envpool")
     with pytest.raises(ValueError, match="not an EnvPool environment"):
         make_envs("ToyTruncated-v0", EnvConfig(backend="envpool"), gamma=0.99)
+
+
+def test_discrete_actions_reach_the_env_offset_by_the_space_start():
+    envs = make_envs("ToyDiscreteStart-v0", EnvConfig(num_envs=2), gamma=0.99)  # Discrete(3, start=-1)
+    policy = CategoricalPolicy(2, 3)
+    rollout = collector.collect(envs, policy, stepping.start(envs, seed=0), num_steps=60)  # the env refuses 2
+    assert set(rollout.actions.unique().tolist()) == {0, 1, 2}  # the policy's indices
+    assert envs.unwrapped.envs[1].unwrapped.last_action == rollout.actions[-1, 1] - 1
+    obs = np.zeros((4, 2), dtype=np.float32)
+    torch.testing.assert_close(torch.as_tensor(deterministic_action(policy, obs, envs.single_action_space)),
+                               policy.dist(torch.from_numpy(obs)).mode - 1)

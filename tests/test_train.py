@@ -143,8 +143,9 @@ def test_resume_continues_from_the_checkpoint_without_duplicate_iterations(tmp_p
     train(first, tmp_path)
     saved = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)
     assert (saved["iteration"], saved["global_step"]) == (2, 256)
-    with open(tmp_path / "metrics.jsonl", "a") as metrics:  # a line logged after the checkpoint, then a crash
+    with open(tmp_path / "metrics.jsonl", "a") as metrics:  # lines logged after the checkpoint, then a crash
         metrics.write(json.dumps({"iteration": 3, "global_step": 384}) + "\n")
+        metrics.write('{"iteration": 4, "global_st')  # cut short by the crash
     train(composed("CartPole-v1", "debug=smoke", "checkpoint.resume=auto", "total_steps=512"), tmp_path)
     rows = read_metrics(tmp_path)
     assert [row["iteration"] for row in rows] == [1, 2, 3, 4]
@@ -152,6 +153,14 @@ def test_resume_continues_from_the_checkpoint_without_duplicate_iterations(tmp_p
     assert all(set(METRICS) <= set(row) for row in rows)
     resumed = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)
     assert not torch.equal(resumed["policy"]["logits.0.weight"], saved["policy"]["logits.0.weight"])
+
+
+def test_a_new_run_refuses_a_directory_that_holds_a_run(tmp_path):
+    train(composed("CartPole-v1", "debug=smoke"), tmp_path)
+    metrics = (tmp_path / "metrics.jsonl").read_text()
+    with pytest.raises(ValueError, match="already holds a run \\(metrics.jsonl\\); continue it with resume="):
+        train(composed("CartPole-v1", "debug=smoke"), tmp_path)
+    assert (tmp_path / "metrics.jsonl").read_text() == metrics
 
 
 def test_periodic_evaluation_is_logged_every_eval_every_steps(tmp_path):

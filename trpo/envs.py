@@ -39,13 +39,18 @@ class SpareRewardScaling(gym.vector.VectorWrapper):
 
 @functools.cache
 def route_mujoco_warnings() -> None:
-    """MuJoCo's warnings as Python warnings: each shown once, not once per env and run (MuJoCo 4
-    prints a compiler deprecation for every model it loads)."""
+    """MuJoCo's warnings as Python warnings, each message once per process, not once per env (MuJoCo 4
+    prints a compiler deprecation for every model it loads: 16 lines before a HalfCheetah run began)."""
     try:
         import mujoco
     except ImportError:
         return
-    mujoco.set_mju_user_warning(lambda message: warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2))
+    mujoco.set_mju_user_warning(_warn_once)
+
+
+@functools.cache  # Python's own once-per-location registry is reset whenever a library changes the filters
+def _warn_once(message: str) -> None:
+    warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2)
 
 
 def make_vector_env(env_id: str, config: EnvConfig, gamma: float, seed: int = 0) -> gym.vector.VectorEnv:
