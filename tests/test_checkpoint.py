@@ -43,6 +43,10 @@ def test_a_damaged_latest_gives_one_line_or_falls_back_to_the_previous(tmp_path,
     with caplog.at_level(logging.WARNING, logger="trpo.checkpoint"):
         assert checkpoint.load(tmp_path)["global_step"] == 1
     assert f"using the previous checkpoint {tmp_path / checkpoint.PREVIOUS} (step 1)" in caplog.text
+    assert (tmp_path / f"{checkpoint.LATEST}.damaged").read_bytes() == damaged  # set aside, for a look
+    assert checkpoint.load(tmp_path)["global_step"] == 1  # again, as a resumed run's second look would
+    checkpoint.save(tmp_path, {"global_step": 3, "weights": torch.zeros(1000)})
+    assert checkpoint.load_file(tmp_path / checkpoint.PREVIOUS)["global_step"] == 1  # not the damaged file
 
 
 def test_a_run_resumes_from_the_previous_checkpoint_when_the_latest_is_damaged(tmp_path, caplog):

@@ -19,8 +19,10 @@ class Served:
     def large(self, megabytes: int) -> np.ndarray:  # far more than a pipe's buffer
         return np.ones(megabytes << 20, dtype=np.uint8)
 
+    def ignore_sigterm(self) -> None:  # as a child stuck in C code that no SIGTERM stops
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
     def hang(self) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as a child stuck in C code that no SIGTERM stops
         time.sleep(600)
 
     def fail(self) -> None:
@@ -80,15 +82,15 @@ def test_a_child_blocked_sending_a_reply_nobody_reads_is_closed_at_once():
     child = Child("test child", Served)
     child.call("echo", 0)  # started
     child.send("large", 64)
-    time.sleep(1)  # it is blocked in send by now
+    time.sleep(1)
+    assert child.process.is_alive()  # blocked in send: 64 MB do not fit in a pipe
     assert closed_within(child, 2)
 
 
 def test_a_hung_child_is_killed_after_the_timeout():
     child = Child("test child", Served)
-    child.call("echo", 0)
+    child.call("ignore_sigterm")
     child.send("hang")
-    time.sleep(0.5)
     assert closed_within(child, 4, timeout=1)
     assert child.process.exitcode == -signal.SIGKILL
 

@@ -26,9 +26,10 @@ TIMING_KEYS = ("time/sps", "time/collect_s", "time/update_s")
 
 
 def cli(*overrides, cwd):
+    """The trainer in a process group of its own, which a test may signal as a whole."""
     env = dict(os.environ, WANDB_MODE="disabled")
     return subprocess.Popen([sys.executable, "-m", "trpo.train", *overrides], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
 
 def finished_run(tmp_path: Path) -> Path:
@@ -163,12 +164,14 @@ def test_malicious_checkpoint_does_not_run_its_code(tmp_path):
     assert marker.exists()
 
 
-@pytest.mark.parametrize("number, status, processes", [
-    (signal.SIGTERM, 143, []), (signal.SIGINT, 130, []), (signal.SIGTERM, 143, ["algo.value_process=true"]),
-    (signal.SIGINT, 130, ["env.workers=2", "env.normalize_rewards=true"]),
+@pytest.mark.parametrize("number, status, processes, group", [
+    (signal.SIGTERM, 143, [], False), (signal.SIGINT, 130, [], False),
+    (signal.SIGTERM, 143, ["algo.value_process=true"], False),
+    (signal.SIGINT, 130, ["env.workers=2", "env.normalize_rewards=true"], True),  # as Ctrl-C reaches the group
+    (signal.SIGTERM, 143, ["env.workers=2", "env.normalize_rewards=true", "algo.value_process=true"], True),
 ])
 def test_signal_stops_after_a_checkpoint_and_resume_finishes_with_continuous_metrics(tmp_path, number, status,
-                                                                                      processes):
+                                                                                      processes, group):
     run_dir = tmp_path / "run"
     overrides = ["env=CartPole-v1", "debug=smoke", "total_steps=6400", "checkpoint.every=1000",
                  "algo.value_process=false", *processes, f"hydra.run.dir={run_dir}"]
@@ -177,7 +180,10 @@ def test_signal_stops_after_a_checkpoint_and_resume_finishes_with_continuous_met
     while not ((run_dir / "metrics.jsonl").exists() and len(read_metrics(run_dir)) >= 3):
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         time.sleep(0.05)
-    process.send_signal(number)
+    if group:  # the children, in groups of their own, are left to the trainer (kill -- -PGID, Ctrl-C)
+        os.killpg(process.pid, number)
+    else:
+        process.send_signal(number)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == status, stderr
     assert f"stopped by {signal.Signals(number).name}" in stderr and f"resume={run_dir}" in stderr
@@ -303,6 +309,8 @@ def test_a_non_finite_reset_observation_stops_the_run(tmp_path):
     with pytest.raises(FloatingPointError, match=r"ToyNaNReset-v0 returned a non-finite observation \(nan\) at "
                                                  r"environment step 5 \(env 0 of the vector env\)"):
         train(composed("ToyNaNReset-v0", "debug=smoke", "steps_per_env=6", "env.autoreset_mode=same_step"), tmp_path)
+    with pytest.raises(FloatingPointError, match="ToyNaNFirstReset-v0 returned a non-finite observation at its reset"):
+        train(composed("ToyNaNFirstReset-v0", "debug=smoke"), tmp_path / "first")
 
 
 def test_wandb_key_is_never_written(tmp_path, monkeypatch):

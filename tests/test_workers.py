@@ -98,7 +98,8 @@ def pendulum_workers_stepping(steps: int):
 
 def test_an_interrupted_rollout_closes_workers_blocked_sending_their_replies():
     envs, state, actor, noise = pendulum_workers_stepping(40_000)  # replies of 1.6 MB: more than a pipe holds
-    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))  # the second Ctrl-C, while they step
+    # A KeyboardInterrupt while they step, as the trainer's second Ctrl-C raises StoppedNow there
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     with pytest.raises(KeyboardInterrupt):
         envs.step_rollout(actor, noise, state)

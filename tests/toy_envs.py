@@ -40,22 +40,22 @@ gym.register("ToyTerminating-v0", entry_point=CountingEnv, kwargs={"terminate_at
 
 
 class FaultyEnv(CountingEnv):
-    """CountingEnv whose reward (or observation) turns NaN at step 2 of every `every`-th episode, from the
-    second one on; with fault="reset", that episode's reset observation is NaN instead."""
+    """CountingEnv whose reward (or observation) turns NaN at step 2 of every `every`-th episode, from
+    episode `first` on; with fault="reset", that episode's reset observation is NaN instead."""
 
-    def __init__(self, fault: str, every: int = 3):
+    def __init__(self, fault: str, every: int = 3, first: int = 1):
         super().__init__()
-        self.fault, self.every = fault, every
+        self.fault, self.every, self.first = fault, every, first
 
     def reset(self, *, seed=None, options=None):
         obs, info = super().reset(seed=seed, options=options)
-        if self.fault == "reset" and self.episode % self.every == 1:
+        if self.fault == "reset" and self.episode % self.every == self.first:
             obs = np.full_like(obs, np.nan)
         return obs, info
 
     def step(self, action):
         obs, reward, terminated, truncated, info = super().step(action)
-        if self.episode % self.every == 1 and self.step_count == 2:
+        if self.episode % self.every == self.first and self.step_count == 2:
             if self.fault == "reward":
                 reward = float("nan")
             elif self.fault == "observation":
@@ -66,6 +66,7 @@ class FaultyEnv(CountingEnv):
 gym.register("ToyNaNReward-v0", entry_point=FaultyEnv, kwargs={"fault": "reward"}, max_episode_steps=3)
 gym.register("ToyNaNObservation-v0", entry_point=FaultyEnv, kwargs={"fault": "observation"}, max_episode_steps=3)
 gym.register("ToyNaNReset-v0", entry_point=FaultyEnv, kwargs={"fault": "reset"}, max_episode_steps=3)
+gym.register("ToyNaNFirstReset-v0", entry_point=FaultyEnv, kwargs={"fault": "reset", "first": 0}, max_episode_steps=3)
 
 
 class FailsOnEvenSeeds(CountingEnv):

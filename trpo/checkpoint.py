@@ -60,21 +60,27 @@ def load_file(path: Path) -> dict:
 
 
 def load(directory: Path) -> dict:
-    """The latest checkpoint in directory; the previous one, with a warning, when the latest cannot be loaded.
+    """The latest checkpoint in directory; the previous one when the latest is missing (a crash between save's
+    renames) or cannot be loaded: then with a warning, and the damaged file set aside as latest.pt.damaged,
+    so that the next save does not rotate it over the previous one.
 
     Raises the latest's ValueError (see load_file) when neither loads.
     """
+    latest, previous = directory / LATEST, directory / PREVIOUS
+    if not latest.exists() and previous.is_file():
+        return load_file(previous)
     try:
-        return load_file(directory / LATEST)
+        return load_file(latest)
     except ValueError as error:
-        if not (directory / PREVIOUS).is_file():
+        if not previous.is_file():
             raise
         try:
-            saved = load_file(directory / PREVIOUS)
+            saved = load_file(previous)
         except ValueError:
             raise error from None
-        log.warning("%s; using the previous checkpoint %s (step %d)", error, directory / PREVIOUS,
-                    saved["global_step"])
+        os.replace(latest, directory / f"{LATEST}.damaged")
+        log.warning("%s; using the previous checkpoint %s (step %d), the damaged one kept as %s.damaged", error,
+                    previous, saved["global_step"], LATEST)
         return saved
 
 

@@ -80,7 +80,7 @@ def make_envpool(env_id: str, num_envs: int, seed: int) -> gym.vector.VectorEnv:
                          "pip install -e '.[envpool]' or use env.backend=gymnasium") from None
     if env_id not in envpool.list_all_envs():
         raise ValueError(f"env={env_id!r} is not an EnvPool environment; use env.backend=gymnasium")
-    warnings.filterwarnings("ignore", message="EnvPool seeds are fixed")  # collector.start resets with a seed
+    warnings.filterwarnings("ignore", message="EnvPool seeds are fixed")  # stepping.start resets with a seed
     return envpool.make_gymnasium(env_id, num_envs=num_envs, seed=seed)
 
 

@@ -1,15 +1,17 @@
 """Child processes that serve one object's methods over a pipe: the env workers and the value fit.
 
-A child is spawned, not forked (fork is unsafe once torch and W&B run threads). It ignores SIGINT:
-Ctrl-C reaches the whole foreground process group, and the trainer, which decides what a Ctrl-C
-means, still needs its children to write the checkpoint. SIGTERM kills it, so terminate() works.
-Closing is bounded: a child that has not exited `timeout` seconds after the close request (a hung
-method, a reply nobody reads) is terminated, then killed.
+A child is spawned, not forked (fork is unsafe once torch and W&B run threads), and moves to a process
+group of its own, so that signals for the trainer's group (Ctrl-C, `kill -- -PGID`) leave it serving:
+the trainer decides what they mean and still needs its children to write the checkpoint. It also
+ignores SIGINT; SIGTERM sent to it kills it, so terminate() works. Closing is bounded: a child that has
+not exited `timeout` seconds after the close request (a hung method, a reply nobody reads) is
+terminated, then killed. A child is a daemon: multiprocessing's exit handler terminates any left.
 """
 
 import multiprocessing
 import os
 import signal
+import time
 import traceback
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
@@ -23,6 +25,7 @@ class ChildError(RuntimeError):
 
 def _serve(connection, factory: Callable, args: tuple) -> None:
     """The child: build factory(*args), then answer (method, args) requests in order until close or EOF."""
+    os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked while the parent spawned us
     try:
@@ -32,7 +35,7 @@ def _serve(connection, factory: Callable, args: tuple) -> None:
     while True:
         try:
             method, method_args = connection.recv()
-        except EOFError:  # the trainer is gone
+        except (EOFError, OSError):  # the trainer is gone
             break
         if method is CLOSE:
             break
@@ -44,6 +47,8 @@ def _serve(connection, factory: Callable, args: tuple) -> None:
             connection.send(reply)
         except OSError:  # the trainer closed its end while we were replying
             break
+        except Exception:  # a reply that does not pickle: nothing was written yet
+            connection.send((False, traceback.format_exc()))
     connection.close()
     os._exit(0)  # nothing to flush: skip the interpreter's teardown (0.7 s with torch loaded)
 
@@ -51,11 +56,11 @@ def _serve(connection, factory: Callable, args: tuple) -> None:
 @contextmanager
 def _sigint_blocked() -> Iterator[None]:
     """The spawned child inherits the blocked SIGINT, so a Ctrl-C during its start-up stays the trainer's."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a pending Ctrl-C arrives here
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a pending Ctrl-C arrives here
 
 
 class Child:
@@ -70,9 +75,14 @@ class Child:
         context = multiprocessing.get_context("spawn")
         self._connection, child_end = context.Pipe()
         self.process = context.Process(target=_serve, args=(child_end, factory, args), name=name, daemon=True)
-        with _sigint_blocked():
-            self.process.start()
-        child_end.close()  # ours closed, the child's end is the only one: its exit shows as EOF here
+        try:
+            with _sigint_blocked():
+                self.process.start()
+        except BaseException:  # e.g. the Ctrl-C that waited for start() to return: no child left behind
+            self.close(timeout=0)
+            raise
+        finally:
+            child_end.close()  # the child's end is then its own only: its exit shows as EOF here
 
     def send(self, method: str, *args) -> None:
         try:
@@ -101,20 +111,28 @@ class Child:
     def close(self, timeout: float = 5.0) -> None:
         """Ask the child to exit and close our end (a child blocked sending a reply then gets a broken
         pipe); terminate it, then kill it, when it has not exited within timeout seconds."""
-        if self._connection.closed:
-            return
-        try:
-            self._connection.send((CLOSE, ()))
-        except OSError:  # it has exited already
-            pass
-        self._connection.close()
-        self.process.join(timeout)
-        if self.process.exitcode is None:
-            self.process.terminate()
-            self.process.join(1)
-        if self.process.exitcode is None:  # stopped, or ignoring SIGTERM
-            self.process.kill()
-            self.process.join()
+        close_all([self], timeout)
+
+
+def close_all(children: Sequence[Child], timeout: float = 5.0) -> None:
+    """Child.close for several children at once: one timeout for all of them. Safe to call again."""
+    for child in children:
+        if not child._connection.closed:
+            try:
+                child._connection.send((CLOSE, ()))
+            except OSError:  # it has exited already
+                pass
+            child._connection.close()
+    deadline = time.monotonic() + timeout
+    for child in children:
+        child.process.join(max(0.0, deadline - time.monotonic()))
+    for child in children:
+        if child.process.exitcode is None:
+            child.process.terminate()
+            child.process.join(1)
+        if child.process.exitcode is None:  # stopped, or ignoring SIGTERM
+            child.process.kill()
+            child.process.join()
 
 
 def call_all(children: Sequence[Child], method: str, args_per_child: Sequence[tuple]) -> list[Any]:

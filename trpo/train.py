@@ -9,6 +9,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import fields
 from pathlib import Path
+from typing import NoReturn
 
 import gymnasium as gym
 import hydra
@@ -62,6 +63,8 @@ def train(config: Config, run_dir: Path) -> float:
                            config.total_steps, iteration)
         cleanup.callback(logger.close)
         state = stepping.start(envs, config.seed + iteration, *episodes)
+        if not np.isfinite(state.obs).all():  # from here on the loop checks what every step returns
+            raise FloatingPointError(f"{config.env_id} returned a non-finite observation at its reset")
         with stop.deferring():
             unlogged = None  # an iteration's metrics wait for its value fit, which may run during the next rollout
             while global_step < config.total_steps and not stop.requested:
@@ -130,7 +133,7 @@ def advantage_batch(rollout: Rollout, value: ValueNetwork, algo: AlgoConfig, dev
 def first_non_finite(rollout: Rollout) -> tuple[int, int, str, float] | None:
     """(t, env, what, value) of the first non-finite observation or reward the envs returned; None if none.
 
-    t is the step that returned it: obs[t] came from step t - 1 (t = -1: before this rollout, e.g. a reset).
+    t is the step that returned it: obs[t] came from step t - 1 (t = -1: the last step of the rollout before).
     """
     found = []
     for what, values, returned_at in (("observation", rollout.obs, -1), ("observation", rollout.next_obs, 0),
@@ -147,12 +150,11 @@ def non_finite_message(env_id: str, fault: tuple[int, int, str, float], rollout:
                        run_dir: Path) -> str:
     t, env, what, value = fault
     step = global_step + t * rollout.rewards.shape[1] + env + 1
-    where = f"environment step {step}" if step > 0 else "its reset"
-    return (f"{env_id} returned a non-finite {what} ({value}) at {where} (env {env} of the vector env); "
+    return (f"{env_id} returned a non-finite {what} ({value}) at environment step {step} (env {env} of the vector env); "
             f"stopped after a checkpoint of step {global_step} in {run_dir / 'checkpoints'}")
 
 
-def episode_metrics(state: collector.CollectorState, recent: int = 10) -> dict[str, float]:
+def episode_metrics(state: stepping.CollectorState, recent: int = 10) -> dict[str, float]:
     """Mean raw return and length of the last `recent` finished episodes (0 with rollout/episodes 0 before any)."""
     returns, lengths = state.episode_returns[-recent:], state.episode_lengths[-recent:]
     return {"rollout/episode_return": float(np.mean(returns)) if returns else 0.0,
@@ -172,7 +174,7 @@ def log_iteration(logger: RunLogger, metrics: dict | None, value_fitter: ValueFi
 
 
 def save_checkpoint(run_dir: Path, policy: Policy, value: ValueNetwork, value_fitter: ValueFitter,
-                    envs: gym.vector.VectorEnv, state: collector.CollectorState, generator: torch.Generator,
+                    envs: gym.vector.VectorEnv, state: stepping.CollectorState, generator: torch.Generator,
                     global_step: int, iteration: int) -> None:
     checkpoint.save(run_dir / "checkpoints", {
         "policy": policy.state_dict(), "value": value.state_dict(), "value_fit": value_fitter.state(),
@@ -222,7 +224,7 @@ def main(cfg: DictConfig) -> float:
         run_dir = Path(config.resume or hydra_config.runtime.output_dir)
         command_line.check_run_dir(config, run_dir)  # train checks it too; here its error is one line
     except ValueError as error:
-        return failed(error, 2, multirun)
+        failed(error, 2, multirun)
     if multirun and config.logger.group is None:
         config.logger.group = Path(hydra_config.sweep.dir).name
     try:
@@ -233,14 +235,14 @@ def main(cfg: DictConfig) -> float:
         print(f"{stopped}{hint}", file=sys.stderr)
         sys.exit(128 + stopped.signal)
     except FloatingPointError as error:
-        return failed(error, 1, multirun)
+        failed(error, 1, multirun)
     except Exception as error:
         if multirun:
             log.exception("this job failed (the sweep goes on): %s", error)
         raise
 
 
-def failed(error: Exception, status: int, multirun: bool) -> float:
+def failed(error: Exception, status: int, multirun: bool) -> NoReturn:
     """A single run: one line on stderr and the exit status. In a multirun the job fails alone: Hydra
     records the error and runs the other jobs (an Optuna trial is marked failed); train.log says why."""
     if multirun:

@@ -18,7 +18,7 @@ from trpo import envs as env_tools
 from trpo import stepping
 from trpo.acting import Actor
 from trpo.config import EnvConfig
-from trpo.processes import Child, call_all
+from trpo.processes import Child, call_all, close_all
 
 
 class _Worker:
@@ -63,8 +63,9 @@ class EnvWorkers:
             self.children = []
             for index, columns in enumerate(self.slices):
                 share = replace(config, num_envs=columns.stop - columns.start, workers=1)
-                self.children.append(Child(f"env worker {index}", _Worker, env_id, share, gamma, seed + columns.start))
-                started.callback(self.children[-1].close)
+                child = Child(f"env worker {index}", _Worker, env_id, share, gamma, seed + columns.start)
+                started.callback(child.close)
+                self.children.append(child)
             self.single_observation_space, self.single_action_space, self.metadata = self._request("describe")[0]
             started.pop_all()
 
@@ -85,8 +86,7 @@ class EnvWorkers:
         return {name: np.concatenate([arrays[name] for arrays, *_ in replies], axis=1) for name in replies[0][0]}
 
     def close(self) -> None:
-        for child in self.children:
-            child.close()
+        close_all(self.children)
 
 
 def make_envs(env_id: str, config: EnvConfig, gamma: float, seed: int = 0) -> gym.vector.VectorEnv | EnvWorkers:
