@@ -27,7 +27,7 @@ TIMING_KEYS = ("time/sps", "time/collect_s", "time/update_s")
 
 def cli(*overrides, cwd):
     """The trainer in a process group of its own, which a test may signal as a whole."""
-    env = dict(os.environ, WANDB_MODE="disabled")
+    env = dict(os.environ, WANDB_MODE="disabled", PYTHONPATH=str(ROOT / "tests"))  # toy_envs:<id> imports
     return subprocess.Popen([sys.executable, "-m", "trpo.train", *overrides], cwd=cwd, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
@@ -88,6 +88,11 @@ def test_bad_input_gets_one_line_status_2_and_nothing_written(tmp_path):
             f"checkpoint.resume=auto: algo.max_kl=0.05 changes the experiment saved in {finished} (algo.max_kl=0.02)",
         (f"resume={finished}", "algo.max_kl=0.05"): "algo.max_kl=0.05 changes the experiment saved in the run",
         (f"hydra.run.dir={tmp_path / 'a-file' / 'run'}",): "is not writable",
+        ("env=no_such_module:Some-v0",): "env=no_such_module:Some-v0 is invalid: module 'no_such_module' cannot be imported",
+        ("env=toy_envs:NoSuch-v0",): "env=toy_envs:NoSuch-v0 is invalid: importing toy_envs did not register 'NoSuch-v0'",
+        ("env=toy_envs:ToySized-v0", "env.kwargs={colour:red}"):
+            "env=toy_envs:ToySized-v0 with env.kwargs={'colour': 'red'} and env.wrappers=[] cannot be made: ",
+        ("env.wrappers=[toy_envs:NoWrapper]",): "env.wrappers entry 'toy_envs:NoWrapper' is invalid: toy_envs has no 'NoWrapper'",
     }
     if not torch.cuda.is_available():
         cases[("device=cuda",)] = "device='cuda' is invalid: no CUDA GPU is available"

@@ -78,6 +78,24 @@ def test_unknown_env_id_names_close_matches(tmp_path):
     assert "HalfCheetah-v4" in result.stderr
 
 
+def test_a_custom_env_trains_by_module_id_with_kwargs_wrappers_workers_and_the_value_process(tmp_path):
+    # toy_envs is imported by its name (no test code runs in the trainer), in every process that makes envs.
+    env = dict(os.environ, WANDB_MODE="disabled", PYTHONPATH=str(ROOT / "tests"))
+    result = subprocess.run([sys.executable, "-m", "trpo.train", "env=toy_envs:ToySized-v0", "debug=smoke",
+                             "env.kwargs={size:5}", "env.wrappers=[toy_envs:DoubleReward]", "env.workers=2",
+                             "algo.value_process=true", f"hydra.run.dir={tmp_path}"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    saved = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)
+    assert saved["policy"]["mean.0.weight"].shape[1] == 5  # the kwarg reached the envs
+    assert OmegaConf.load(tmp_path / "config.yaml").env.kwargs == {"size": 5}
+    assert read_metrics(tmp_path)[-1]["rollout/episode_return"] == 6.0  # 3 steps of reward 1, doubled
+    assert json.loads((tmp_path / "eval.json").read_text())["eval/episode_return"] == 6.0
+    evaluated = subprocess.run([sys.executable, "-m", "trpo.evaluate", str(tmp_path), "episodes=2"], cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=120)
+    assert evaluated.returncode == 0 and "return 6.00" in evaluated.stdout, evaluated.stderr
+
+
 def test_presets_apply_and_command_line_overrides_win():
     config = composed("HalfCheetah-v4", "algo.max_kl=0.05", "env.num_envs=4")
     assert config.env.normalize_rewards and config.algo.value_epochs == 20  # from conf/env/HalfCheetah-v4.yaml

@@ -96,3 +96,25 @@ class DiscreteStartEnv(CountingEnv):
 
 gym.register("ToyFailsOnEvenSeeds-v0", entry_point=FailsOnEvenSeeds, max_episode_steps=3)
 gym.register("ToyDiscreteStart-v0", entry_point=DiscreteStartEnv, max_episode_steps=3)
+
+
+class SizedEnv(CountingEnv):
+    """CountingEnv whose observation has `size` entries (its counter, then zeros): a kwarg that changes a space."""
+
+    def __init__(self, size: int = 2):
+        super().__init__()
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (size,), np.float64)
+
+    def _obs(self):
+        return np.resize(np.append(super()._obs(), np.zeros(self.observation_space.shape[0])),
+                         self.observation_space.shape)
+
+
+class DoubleReward(gym.RewardWrapper):
+    """A wrapper for env.wrappers tests: twice the reward."""
+
+    def reward(self, reward):
+        return 2 * reward
+
+
+gym.register("ToySized-v0", entry_point=SizedEnv, max_episode_steps=3)

@@ -9,7 +9,6 @@ import tempfile
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 
-import gymnasium as gym
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
@@ -17,8 +16,8 @@ from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trpo import checkpoint
-from trpo.config import Config
-from trpo.envs import check_env_id, check_spaces, make_envpool, route_mujoco_warnings
+from trpo.config import Config, EnvConfig
+from trpo.envs import check_env_id, check_spaces, import_wrapper, make_env, make_envpool, route_mujoco_warnings
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("algo", "env", "logger", "debug", "sweep")
@@ -48,6 +47,8 @@ def check_keys(overrides: list[str]) -> None:
     """Every key=value override names a key of the schema (group choices are Hydra's to check)."""
     known = schema_keys()
     for key in _keys(overrides):
+        if key.startswith("env.kwargs."):  # one of the env's own arguments
+            continue
         if key == "env_id":
             raise ValueError("env_id is set by the env choice: choose the environment with env=<Gymnasium id>")
         if key not in known and key not in GROUPS and "/" not in key:
@@ -135,10 +136,18 @@ def check_writable(run_dir: Path) -> None:
         raise ValueError(f"output directory {str(run_dir)!r} is not writable: {existing}: {error.strerror}") from None
 
 
-def check_env_spaces(env_id: str) -> None:
-    """Build one env just long enough to read its spaces (gymnasium has no other way to know them)."""
+def check_env_spaces(env_id: str, config: EnvConfig) -> None:
+    """Build one env just long enough to read its spaces (gymnasium has no other way to know them), with
+    the run's env.kwargs and env.wrappers; an env that rejects them is named with its own message."""
     route_mujoco_warnings()
-    env = gym.make(env_id)
+    for name in config.wrappers:  # each named on its own when it does not import
+        import_wrapper(name)
+    try:
+        env = make_env(env_id, config)
+    except (TypeError, ValueError) as error:
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        raise ValueError(f"env={env_id} with env.kwargs={config.kwargs} and env.wrappers={config.wrappers} "
+                         f"cannot be made: {lines[0]}") from None
     try:
         check_spaces(env_id, env.observation_space, env.action_space)
     finally:
@@ -183,6 +192,6 @@ def check(overrides: list[str]) -> None:
     config = load_config(cfg, overridden_keys(overrides))
     check_run_dir(config, run_dir)
     check_writable(run_dir)
-    check_env_spaces(config.env_id)
+    check_env_spaces(config.env_id, config.env)
     if config.env.backend == "envpool":
         make_envpool(config.env_id, 1, config.seed).close()

@@ -1,6 +1,7 @@
 """Configuration schema: dataclasses with range checks that name the key, the bad value and what is allowed."""
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
@@ -88,8 +89,12 @@ class EnvConfig:
     normalize_observations: bool = True
     observation_clip: float = 10.0
     normalize_rewards: bool = False  # scale rewards by the running std of the discounted return
+    kwargs: dict[str, Any] = field(default_factory=dict)  # gymnasium: gym.make(env_id, **kwargs)
+    wrappers: list[str] = field(default_factory=list)  # gymnasium: module:Name wrappers around each env, in order
 
     def __post_init__(self):
+        _check("env", "kwargs", self.kwargs, not (self.kwargs or self.wrappers) or self.backend == "gymnasium",
+               "env.kwargs and env.wrappers need env.backend=gymnasium")
         _check("env", "num_envs", self.num_envs, self.num_envs >= 1, "must be an integer >= 1")
         _check("env", "backend", self.backend, self.backend in BACKENDS, f"choose one of {BACKENDS}")
         _check("env", "vectorization", self.vectorization, self.vectorization in VECTORIZATIONS,
@@ -182,4 +187,6 @@ class Config:
                f"must be at least one batch, steps_per_env * env.num_envs = {self.batch_size}")
 
 
-ConfigStore.instance().store(name="schema", node=Config)  # conf/config.yaml's defaults start with it
+_schema = OmegaConf.structured(Config)
+OmegaConf.set_struct(_schema.env.kwargs, False)  # the env's own arguments: env.kwargs.<any name>=...
+ConfigStore.instance().store(name="schema", node=_schema)  # conf/config.yaml's defaults start with it

@@ -2,7 +2,9 @@
 
 import difflib
 import functools
+import importlib
 import warnings
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -17,11 +19,50 @@ NON_FINITE_REWARD = "non_finite_reward"  # the info key of the rewards SpareRewa
 
 
 def check_env_id(env_id: str) -> None:
-    """Fail before anything is built when env_id is not a registered Gymnasium id."""
+    """Fail before anything is built when env_id is not a registered Gymnasium id.
+
+    Gymnasium's `module:id` form names one's own env: the module is imported, which registers the id
+    (Gymnasium imports it again wherever it makes the env, the env workers' processes included).
+    """
+    if ":" in env_id:
+        module, env_id = env_id.split(":", 1)
+        _import(module, f"env={module}:{env_id}")
+        if env_id not in gym.registry:
+            raise ValueError(f"env={module}:{env_id} is invalid: importing {module} did not register {env_id!r}")
+        return
     if env_id not in gym.registry:
         close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
         hint = f"; close matches: {', '.join(close)}" if close else "; see gymnasium.registry for the ids"
         raise ValueError(f"env={env_id!r} is not a registered Gymnasium environment id{hint}")
+
+
+def _import(module: str, what: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ValueError(f"{what} is invalid: module {module!r} cannot be imported ({error})") from None
+
+
+def import_wrapper(name: str) -> Any:
+    """The env wrapper named `module:Name`, e.g. `gymnasium.wrappers:TimeAwareObservation`."""
+    module, _, attribute = name.rpartition(":")
+    if not module:
+        raise ValueError(f"env.wrappers entry {name!r} is invalid: write module:Name")
+    try:
+        return getattr(_import(module, f"env.wrappers entry {name!r}"), attribute)
+    except AttributeError:
+        raise ValueError(f"env.wrappers entry {name!r} is invalid: {module} has no {attribute!r}") from None
+
+
+def make_env(env_id: str, config: EnvConfig, **options) -> gym.Env:
+    """One env as the training envs are made: config.kwargs to gym.make, then config.wrappers around it.
+
+    options: further gym.make arguments (e.g. render_mode).
+    """
+    env = gym.make(env_id, **config.kwargs, **options)
+    for name in config.wrappers:
+        env = import_wrapper(name)(env)
+    return env
 
 
 class SpareRewardScaling(gym.vector.VectorWrapper):
@@ -63,7 +104,8 @@ def make_vector_env(env_id: str, config: EnvConfig, gamma: float, seed: int = 0)
         envs = make_envpool(env_id, config.num_envs, seed)
     else:
         envs = gym.make_vec(env_id, num_envs=config.num_envs, vectorization_mode=config.vectorization,
-                            vector_kwargs={"autoreset_mode": AUTORESET[config.autoreset_mode]})
+                            vector_kwargs={"autoreset_mode": AUTORESET[config.autoreset_mode]},
+                            wrappers=[import_wrapper(name) for name in config.wrappers], **config.kwargs)
     check_spaces(env_id, envs.single_observation_space, envs.single_action_space)
     envs = RecordEpisodeStatistics(envs)
     if config.normalize_rewards:

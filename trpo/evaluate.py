@@ -14,21 +14,24 @@ from gymnasium.wrappers.vector import RecordEpisodeStatistics
 from omegaconf import OmegaConf
 
 from trpo import checkpoint
-from trpo.config import Config
-from trpo.envs import route_mujoco_warnings
+from trpo.config import Config, EnvConfig
+from trpo.envs import import_wrapper, make_env, route_mujoco_warnings
 from trpo.models import build_models
 from trpo.policy import Policy
 
 EVAL_SEED_OFFSET = 1_000_000  # evaluation episodes start from seeds no training env uses
 
 
-def evaluate_policy(env_id: str, policy: Policy, episodes: int, seed: int) -> np.ndarray:
+def evaluate_policy(env_id: str, policy: Policy, episodes: int, seed: int, env: EnvConfig | None = None) -> np.ndarray:
     """Returns of `episodes` deterministic episodes (mean action or most likely action), one env each.
 
+    env: the run's env settings, for its env.kwargs and env.wrappers (default: none).
     The policy's observation normalizer is only read, never updated, so it stays frozen.
     """
     route_mujoco_warnings()
-    envs = RecordEpisodeStatistics(gym.make_vec(env_id, num_envs=episodes, vectorization_mode="sync"))
+    env = env or EnvConfig()
+    envs = RecordEpisodeStatistics(gym.make_vec(env_id, num_envs=episodes, vectorization_mode="sync",
+                                                wrappers=[import_wrapper(name) for name in env.wrappers], **env.kwargs))
     obs, _ = envs.reset(seed=seed + EVAL_SEED_OFFSET)
     returns = np.full(episodes, np.nan)
     while np.isnan(returns).any():
@@ -48,13 +51,13 @@ def deterministic_action(policy: Policy, obs: np.ndarray, space: gym.Space) -> n
     return np.clip(action, space.low, space.high) if isinstance(space, gym.spaces.Box) else action + space.start
 
 
-def record_video(env_id: str, policy: Policy, path: Path, seed: int) -> float:
+def record_video(env_id: str, policy: Policy, path: Path, seed: int, env_config: EnvConfig) -> float:
     """Render one deterministic episode to an MP4 at path; returns its return."""
     try:
         import imageio
     except ImportError:
         sys.exit("video=true needs imageio and imageio-ffmpeg: pip install 'trpo[video]'")
-    env = gym.make(env_id, render_mode="rgb_array")
+    env = make_env(env_id, env_config, render_mode="rgb_array")
     try:
         obs, _ = env.reset(seed=seed + EVAL_SEED_OFFSET)
         frames, total, done = [env.render()], 0.0, False
@@ -79,7 +82,7 @@ def load_run(run_dir: Path) -> tuple[Config, Policy]:
         raise ValueError(f"run directory {str(run_dir)!r} has no config.yaml; pass a directory under runs/")
     config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(run_dir / "config.yaml")))
     route_mujoco_warnings()
-    probe = gym.make(config.env_id)
+    probe = make_env(config.env_id, config.env)
     policy, _ = build_models(config, probe.observation_space, probe.action_space)
     probe.close()
     policy.load_state_dict(checkpoint.load(run_dir / "checkpoints")["policy"])
@@ -97,11 +100,12 @@ def main(argv: list[str]) -> None:
         sys.exit(f"video={options['video']!r} is invalid: use video=true or video=false")
     run_dir = Path(argv[0])
     config, policy = load_run(run_dir)
-    returns = evaluate_policy(config.env_id, policy, int(options.get("episodes", config.eval.episodes)), config.seed)
+    returns = evaluate_policy(config.env_id, policy, int(options.get("episodes", config.eval.episodes)), config.seed,
+                              config.env)
     print(f"{config.env_id}: return {returns.mean():.2f} +- {returns.std():.2f} over {len(returns)} episodes")
     if options.get("video") == "true":
         path = run_dir / "videos" / "eval.mp4"
-        video_return = record_video(config.env_id, policy, path, config.seed)
+        video_return = record_video(config.env_id, policy, path, config.seed, config.env)
         print(f"video of one episode (return {video_return:.2f}): {path}")
 
 

@@ -92,7 +92,7 @@ def train(config: Config, run_dir: Path) -> float:
                             "time/update_s": time.perf_counter() - collected}
                 if evaluation_due(config.eval.every, global_step, rollout.rewards.numel()):
                     unlogged["eval/episode_return"] = float(evaluate_policy(
-                        config.env_id, acting_policy, config.eval.episodes, config.seed).mean())
+                        config.env_id, acting_policy, config.eval.episodes, config.seed, config.env).mean())
                 if iteration % config.checkpoint.every == 0:
                     unlogged = log_iteration(logger, unlogged, value_fitter)
                     save_checkpoint(run_dir, policy, value, value_fitter, envs, state, generator, global_step, iteration)
@@ -100,7 +100,7 @@ def train(config: Config, run_dir: Path) -> float:
             save_checkpoint(run_dir, policy, value, value_fitter, envs, state, generator, global_step, iteration)
         if stop.requested:
             raise checkpoint.Stopped(stop.signal, global_step, run_dir)
-        returns = evaluate_policy(config.env_id, acting_policy, config.eval.episodes, config.seed)
+        returns = evaluate_policy(config.env_id, acting_policy, config.eval.episodes, config.seed, config.env)
         final = {"eval/episode_return": float(returns.mean()), "eval/episode_return_std": float(returns.std()),
                  "eval/episodes": len(returns), "global_step": global_step,
                  "time/wall_s": time.perf_counter() - run_started}
