@@ -113,11 +113,15 @@ class ModelConfig:
     """Policy and value networks (same architecture, separate parameters)."""
 
     hidden: list[int] = field(default_factory=lambda: [64, 64])
+    policy_hidden: list[int] | None = None  # the policy's own widths (default: hidden)
+    value_hidden: list[int] | None = None  # the value network's own widths (default: hidden)
     activation: str = "tanh"
     log_std_init: float = 0.0
 
     def __post_init__(self):
-        _check("model", "hidden", self.hidden, all(w >= 1 for w in self.hidden), "widths must be >= 1")
+        for name in ("hidden", "policy_hidden", "value_hidden"):
+            widths = getattr(self, name) or []
+            _check("model", name, widths, all(w >= 1 for w in widths), "widths must be >= 1")
         _check("model", "activation", self.activation, self.activation in ACTIVATION_NAMES,
                f"choose one of {ACTIVATION_NAMES}")
 

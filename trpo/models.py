@@ -7,14 +7,17 @@ from trpo.policy import CategoricalPolicy, GaussianPolicy, ObservationNormalizer
 
 
 def build_models(config: Config, observation_space: gym.Space, action_space: gym.Space) -> tuple[Policy, ValueNetwork]:
-    """Policy and value network with separate parameters and one shared observation normalizer."""
+    """Policy and value network with separate parameters (sizes model.policy_hidden and model.value_hidden,
+    each model.hidden unless given) and one shared observation normalizer."""
     obs_dim = observation_space.shape[0]
     normalizer = ObservationNormalizer(obs_dim, clip=config.env.observation_clip) \
         if config.env.normalize_observations else None
-    hidden, activation = tuple(config.model.hidden), config.model.activation
+    model = config.model
+    policy_hidden = tuple(model.hidden if model.policy_hidden is None else model.policy_hidden)
+    value_hidden = tuple(model.hidden if model.value_hidden is None else model.value_hidden)
     if isinstance(action_space, gym.spaces.Discrete):
-        policy = CategoricalPolicy(obs_dim, int(action_space.n), hidden, activation, normalizer=normalizer)
+        policy = CategoricalPolicy(obs_dim, int(action_space.n), policy_hidden, model.activation, normalizer=normalizer)
     else:
-        policy = GaussianPolicy(obs_dim, action_space.shape[0], hidden, activation, config.model.log_std_init,
+        policy = GaussianPolicy(obs_dim, action_space.shape[0], policy_hidden, model.activation, model.log_std_init,
                                 normalizer=normalizer)
-    return policy, ValueNetwork(obs_dim, hidden, activation, normalizer=normalizer)
+    return policy, ValueNetwork(obs_dim, value_hidden, model.activation, normalizer=normalizer)
