@@ -26,5 +26,5 @@ def test_policy_and_value_take_their_own_sizes_or_both_model_hidden():
 
 def test_a_run_with_separate_sizes_trains_and_loads(tmp_path):
     train(composed("Pendulum-v1", "debug=smoke", "model.policy_hidden=[32]", "model.value_hidden=[16,8]"), tmp_path)
-    config, policy = load_run(tmp_path)
+    config, policy, _ = load_run(tmp_path)
     assert config.model.value_hidden == [16, 8] and widths(policy.mean) == [32, 1]

@@ -9,7 +9,8 @@ def parameters(function):
 
 def test_public_names_import_from_the_package():
     assert set(trpo.__all__) == {"conjugate_gradient", "fisher_vector_product", "gae",
-                                 "GaussianPolicy", "CategoricalPolicy"}
+                                 "GaussianPolicy", "CategoricalPolicy", "train", "load", "Agent", "Run"}
+    assert all(getattr(trpo, name) is not None for name in trpo.__all__)
 
 
 def test_signatures_follow_the_design():
@@ -22,5 +23,7 @@ def test_signatures_follow_the_design():
                                     ("rewards", "values", "next_values", "terminated", "dones", "gamma", "lam")]
     assert parameters(trpo.GaussianPolicy)[:4] == [("obs_dim", empty), ("act_dim", empty),
                                                    ("hidden", (64, 64)), ("activation", "tanh")]
+    assert parameters(trpo.train) == [("env_id", empty), ("overrides", None), ("run_dir", None)]
+    assert parameters(trpo.load) == [("path", empty), ("device", "cpu")]
     assert parameters(trpo.CategoricalPolicy)[:4] == [("obs_dim", empty), ("n_actions", empty),
                                                       ("hidden", (64, 64)), ("activation", "tanh")]

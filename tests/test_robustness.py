@@ -251,7 +251,7 @@ def test_a_resumed_run_acts_and_evaluates_with_the_trained_policy(tmp_path, monk
         {name: tensor.clone() for name, tensor in policy.state_dict().items()}) or collect(envs, policy, *args))
     (tmp_path / "eval.json").unlink()
     train(composed("Pendulum-v1", *overrides), tmp_path)  # no steps left: only the final evaluation
-    _, policy = load_run(tmp_path)
+    _, policy, _ = load_run(tmp_path)
     expected = evaluate_policy("Pendulum-v1", policy, 2, 0).mean()
     assert acted_with == [] and json.loads((tmp_path / "eval.json").read_text())["eval/episode_return"] == expected
     train(composed("Pendulum-v1", *overrides, "total_steps=384"), tmp_path)  # one more iteration

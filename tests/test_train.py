@@ -126,7 +126,7 @@ def test_pendulum_learns(tmp_path):
 def test_evaluate_reproduces_the_runs_final_return(tmp_path):
     config = composed("Pendulum-v1", "debug=smoke")
     final = train(config, tmp_path)
-    loaded_config, policy = load_run(tmp_path)
+    loaded_config, policy, _ = load_run(tmp_path)
     assert loaded_config == config
     returns = evaluate_policy(loaded_config.env_id, policy, loaded_config.eval.episodes, loaded_config.seed)
     assert returns.mean() == pytest.approx(final, abs=1e-6)

@@ -1,8 +1,22 @@
-"""trpo: trust-region and natural-gradient reinforcement learning."""
+"""trpo: trust-region and natural-gradient reinforcement learning.
+
+`trpo.train(env_id, overrides=None, run_dir=None) -> Run` trains (the module trpo.train, callable);
+`trpo.load(path, device="cpu") -> Agent` loads a trained agent.
+"""
+
+import importlib
 
 from trpo.advantages import gae
+from trpo.api import Agent, Run, load
 from trpo.curvature import fisher_vector_product
 from trpo.linalg import conjugate_gradient
 from trpo.policy import CategoricalPolicy, GaussianPolicy
 
-__all__ = ["conjugate_gradient", "fisher_vector_product", "gae", "GaussianPolicy", "CategoricalPolicy"]
+__all__ = ["conjugate_gradient", "fisher_vector_product", "gae", "GaussianPolicy", "CategoricalPolicy",
+           "train", "load", "Agent", "Run"]
+
+
+def __getattr__(name: str):
+    if name == "train":  # imported on first use, so that `python -m trpo.train` runs it only once
+        return importlib.import_module("trpo.train")
+    raise AttributeError(f"module 'trpo' has no attribute {name!r}")

@@ -177,21 +177,33 @@ def load_config(cfg: DictConfig, overridden: list[str]) -> Config:
     return config
 
 
-def check(overrides: list[str]) -> None:
-    """Everything knowable about a single run's command line before Hydra starts; raises ValueError.
+def validated(overrides: list[str], run_dir: Path | None = None) -> tuple[Config, Path]:
+    """The run a command line asks for, checked as far as anything is knowable before Hydra starts.
 
-    Overrides of Hydra's grammar that do not parse are left to Hydra, which reports them (status 1).
+    run_dir: where to write (default: the one Hydra would choose). Raises ValueError naming the problem;
+    an override that does not parse raises Hydra's OverrideParseException.
     """
     check_keys(overrides)
     try:
-        cfg, run_dir = composed(overrides)
+        cfg, default_dir = composed(overrides)
     except OverrideParseException:
-        return  # Hydra reports its own syntax errors (status 1)
+        raise
     except HydraException as error:  # a bad group choice or value type, in Hydra's words
         raise ValueError(hydra_message(error)) from None
     config = load_config(cfg, overridden_keys(overrides))
+    run_dir = run_dir or (Path(config.resume) if config.resume else default_dir)
     check_run_dir(config, run_dir)
     check_writable(run_dir)
     check_env_spaces(config.env_id, config.env)
     if config.env.backend == "envpool":
         make_envpool(config.env_id, 1, config.seed).close()
+    return config, run_dir
+
+
+def check(overrides: list[str]) -> None:
+    """validated() for a single run's command line; overrides of Hydra's grammar that do not parse are left
+    to Hydra, which reports them (status 1)."""
+    try:
+        validated(overrides)
+    except OverrideParseException:
+        return

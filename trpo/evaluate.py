@@ -48,6 +48,11 @@ def deterministic_action(policy: Policy, obs: np.ndarray, space: gym.Space) -> n
     start), for a batch of obs."""
     with torch.inference_mode():
         action = policy.dist(torch.as_tensor(obs, dtype=torch.float32)).mode.numpy()
+    return env_action(action, space)
+
+
+def env_action(action: np.ndarray, space: gym.Space) -> np.ndarray:
+    """What the env takes for the policy's actions [B, ...]: clipped to a Box, offset by a Discrete's start."""
     return np.clip(action, space.low, space.high) if isinstance(space, gym.spaces.Box) else action + space.start
 
 
@@ -76,8 +81,8 @@ def record_video(env_id: str, policy: Policy, path: Path, seed: int, env_config:
     return total
 
 
-def load_run(run_dir: Path) -> tuple[Config, Policy]:
-    """The run's configuration and its policy at the latest checkpoint, on the CPU."""
+def load_run(run_dir: Path) -> tuple[Config, Policy, gym.Space]:
+    """The run's configuration, its policy at the latest checkpoint (on the CPU) and its env's action space."""
     if not (run_dir / "config.yaml").is_file():
         raise ValueError(f"run directory {str(run_dir)!r} has no config.yaml; pass a directory under runs/")
     config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(run_dir / "config.yaml")))
@@ -86,7 +91,7 @@ def load_run(run_dir: Path) -> tuple[Config, Policy]:
     policy, _ = build_models(config, probe.observation_space, probe.action_space)
     probe.close()
     policy.load_state_dict(checkpoint.load(run_dir / "checkpoints")["policy"])
-    return config, policy
+    return config, policy, probe.action_space
 
 
 def main(argv: list[str]) -> None:
@@ -99,7 +104,7 @@ def main(argv: list[str]) -> None:
     if options.get("video", "false") not in ("true", "false"):
         sys.exit(f"video={options['video']!r} is invalid: use video=true or video=false")
     run_dir = Path(argv[0])
-    config, policy = load_run(run_dir)
+    config, policy, _ = load_run(run_dir)
     returns = evaluate_policy(config.env_id, policy, int(options.get("episodes", config.eval.episodes)), config.seed,
                               config.env)
     print(f"{config.env_id}: return {returns.mean():.2f} +- {returns.std():.2f} over {len(returns)} episodes")

@@ -14,6 +14,7 @@ import signal
 import time
 import traceback
 from contextlib import contextmanager
+from multiprocessing import resource_tracker
 from typing import Any, Callable, Iterator, Sequence
 
 CLOSE = None  # the method name that asks a child to exit
@@ -75,10 +76,11 @@ class Child:
         context = multiprocessing.get_context("spawn")
         self._connection, child_end = context.Pipe()
         self.process = context.Process(target=_serve, args=(child_end, factory, args), name=name, daemon=True)
+        resource_tracker.ensure_running()  # here: starting it inside start() would unblock SIGINT there
         try:
             with _sigint_blocked():
                 self.process.start()
-        except BaseException:  # e.g. the Ctrl-C that waited for start() to return: no child left behind
+        except BaseException:  # a Ctrl-C in start() (multiprocessing's resource tracker unblocks it): no child left
             self.close(timeout=0)
             raise
         finally:
@@ -123,10 +125,11 @@ def close_all(children: Sequence[Child], timeout: float = 5.0) -> None:
             except OSError:  # it has exited already
                 pass
             child._connection.close()
+    started = [child for child in children if child.process.pid is not None]  # a start() may have been cut short
     deadline = time.monotonic() + timeout
-    for child in children:
+    for child in started:
         child.process.join(max(0.0, deadline - time.monotonic()))
-    for child in children:
+    for child in started:
         if child.process.exitcode is None:
             child.process.terminate()
             child.process.join(1)

@@ -6,6 +6,7 @@ import logging
 import random
 import sys
 import time
+import types
 from contextlib import ExitStack
 from dataclasses import fields
 from pathlib import Path
@@ -22,6 +23,7 @@ from torch import Tensor
 
 from trpo import checkpoint, collector, command_line, stepping
 from trpo.advantages import gae
+from trpo.api import Run
 from trpo.collector import Rollout
 from trpo.config import AlgoConfig, Config
 from trpo.evaluate import evaluate_policy
@@ -250,6 +252,29 @@ def failed(error: Exception, status: int, multirun: bool) -> NoReturn:
         raise error
     print(f"error: {error}", file=sys.stderr)
     sys.exit(status)
+
+
+def train_env(env_id: str, overrides: list[str] | None = None, run_dir: str | Path | None = None) -> Run:
+    """Train as `python -m trpo.train env=<env_id> <overrides>` would: presets apply, and the same checks
+    raise the same errors (ValueError) before anything is written.
+
+    env_id: a Gymnasium id, or module:id for one's own env.
+    overrides: the command line's key=value overrides, e.g. ["algo.max_kl=0.02", "seed=3"].
+    run_dir: where to write (default: runs/<env id>/<date>_<time>-s<seed>, as on the command line).
+    """
+    config, run_dir = command_line.validated([f"env={env_id}", *(overrides or [])], run_dir and Path(run_dir))
+    return Run(run_dir, config, train(config, run_dir))
+
+
+class _CallableModule(types.ModuleType):
+    """`trpo.train` is both this module (`python -m trpo.train`) and, called, the Python API: a plain
+    function of that name in the package would be replaced by the module whenever the module is imported."""
+
+    def __call__(self, env_id: str, overrides: list[str] | None = None, run_dir: str | Path | None = None) -> Run:
+        return train_env(env_id, overrides, run_dir)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 
 if __name__ == "__main__":
