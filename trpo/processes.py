@@ -11,11 +11,11 @@ terminated, then killed. A child is a daemon: multiprocessing's exit handler ter
 import multiprocessing
 import os
 import signal
+import threading
 import time
 import traceback
-from contextlib import contextmanager
 from multiprocessing import resource_tracker
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 CLOSE = None  # the method name that asks a child to exit
 
@@ -54,14 +54,25 @@ def _serve(connection, factory: Callable, args: tuple) -> None:
     os._exit(0)  # nothing to flush: skip the interpreter's teardown (0.7 s with torch loaded)
 
 
-@contextmanager
-def _sigint_blocked() -> Iterator[None]:
-    """The spawned child inherits the blocked SIGINT, so a Ctrl-C during its start-up stays the trainer's."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+def _start_uninterrupted(process: multiprocessing.Process) -> None:
+    """process.start() that no signal handler cuts short (a half-spawned child reads a truncated start-up
+    message and dies printing an EOFError); a SIGINT or SIGTERM meanwhile is raised again right after.
+
+    The child inherits SIGINT blocked, so a Ctrl-C during its own start-up stays the trainer's.
+    """
+    received = []
+    main = threading.current_thread() is threading.main_thread()  # only there can handlers be set
+    previous = {number: signal.signal(number, lambda number, frame: received.append(number))
+                for number in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        yield
+        process.start()
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a pending Ctrl-C arrives here
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for number in received:
+            signal.raise_signal(number)
 
 
 class Child:
@@ -78,9 +89,8 @@ class Child:
         self.process = context.Process(target=_serve, args=(child_end, factory, args), name=name, daemon=True)
         resource_tracker.ensure_running()  # here: starting it inside start() would unblock SIGINT there
         try:
-            with _sigint_blocked():
-                self.process.start()
-        except BaseException:  # a Ctrl-C in start() (multiprocessing's resource tracker unblocks it): no child left
+            _start_uninterrupted(self.process)
+        except BaseException:  # e.g. StoppedNow for a Ctrl-C during start(): no child left behind
             self.close(timeout=0)
             raise
         finally:
