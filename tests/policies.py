@@ -2,7 +2,10 @@
 
 import torch
 
+from trpo.factored_policies import BernoulliPolicy, MultiCategoricalPolicy
 from trpo.policy import CategoricalPolicy, GaussianPolicy, ObservationNormalizer
+
+KINDS = ["gaussian", "categorical", "multi_categorical", "bernoulli"]
 
 OBS_DIM = 3
 
@@ -12,8 +15,12 @@ def tiny_policy(kind: str, seed: int = 0, normalize: bool = False):
     normalizer = ObservationNormalizer(OBS_DIM) if normalize else None
     if kind == "gaussian":
         policy = GaussianPolicy(OBS_DIM, 2, hidden=(5,), log_std_init=-0.7, normalizer=normalizer)
-    else:
+    elif kind == "categorical":
         policy = CategoricalPolicy(OBS_DIM, 4, hidden=(5,), normalizer=normalizer)
+    elif kind == "multi_categorical":
+        policy = MultiCategoricalPolicy(OBS_DIM, (2, 4, 3), hidden=(5,), normalizer=normalizer)
+    else:
+        policy = BernoulliPolicy(OBS_DIM, 3, hidden=(5,), normalizer=normalizer)
     policy = policy.double()
     with torch.no_grad():
         for p in policy.parameters():  # move away from the 0.01-scaled init so every term matters

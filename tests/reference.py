@@ -1,7 +1,7 @@
 """Deliberately naive twins of the shipped math. The package never imports this file."""
 
 import torch
-from torch.distributions import Categorical, Independent, Normal, kl_divergence
+from torch.distributions import Bernoulli, Categorical, Independent, Normal, kl_divergence
 from torch.func import functional_call
 
 
@@ -29,13 +29,34 @@ def distribution_of(policy_outputs):
     return Categorical(logits=policy_outputs[0])
 
 
+def reference_kl(policy, old_outputs, new_outputs):
+    """KL(old || new) per state by torch.distributions (a MultiDiscrete policy: the sum over its components)."""
+    if hasattr(policy, "nvec"):
+        return sum(kl_divergence(Categorical(logits=old), Categorical(logits=new)) for old, new in
+                   zip(old_outputs[0].split(policy.nvec, -1), new_outputs[0].split(policy.nvec, -1)))
+    if type(policy).__name__ == "BernoulliPolicy":
+        return kl_divergence(Independent(Bernoulli(logits=old_outputs[0]), 1),
+                             Independent(Bernoulli(logits=new_outputs[0]), 1))
+    return kl_divergence(distribution_of(old_outputs), distribution_of(new_outputs))
+
+
+def reference_log_prob(policy, outputs, actions):
+    """log pi(a|s) per state by torch.distributions, independently of the policy classes."""
+    if hasattr(policy, "nvec"):
+        return sum(Categorical(logits=logits).log_prob(actions[:, k])
+                   for k, logits in enumerate(outputs[0].split(policy.nvec, -1)))
+    if type(policy).__name__ == "BernoulliPolicy":
+        return Independent(Bernoulli(logits=outputs[0]), 1).log_prob(actions.to(outputs[0]))
+    return distribution_of(outputs).log_prob(actions)
+
+
 def dense_fisher(policy, obs):
     """Hessian of the mean KL(pi_old || pi_theta) over obs at theta_old, by torch.autograd.functional.hessian."""
     names = [name for name, _ in policy.named_parameters()]
     shapes = [p.shape for _, p in policy.named_parameters()]
     theta_old = torch.cat([p.detach().reshape(-1) for p in policy.parameters()])
     with torch.no_grad():
-        old = distribution_of(policy(obs))
+        old = policy(obs)
 
     def mean_kl(theta):
         params, offset = {}, 0
@@ -43,7 +64,7 @@ def dense_fisher(policy, obs):
             size = shape.numel()
             params[name] = theta[offset:offset + size].reshape(shape)
             offset += size
-        return kl_divergence(old, distribution_of(functional_call(policy, params, (obs,)))).mean()
+        return reference_kl(policy, old, functional_call(policy, params, (obs,))).mean()
 
     return torch.autograd.functional.hessian(mean_kl, theta_old)
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from policies import tiny_policy
 from trpo import acting
 from trpo.policy import ACTIVATIONS, CategoricalPolicy, GaussianPolicy, ObservationNormalizer
 
@@ -87,3 +88,20 @@ def test_sample_log_prob_equals_the_distribution_log_prob_of_the_acted_sample(no
         with torch.no_grad():
             torch.testing.assert_close(policy.sample_log_prob(obs, actions, noise), policy.dist(obs).log_prob(actions),
                                        rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["multi_categorical", "bernoulli"])
+def test_factored_actions_follow_the_policys_distribution(kind):
+    policy = tiny_policy(kind).float()
+    obs = torch.randn(1, 3).expand(40_000, 3).contiguous()
+    actions = acting.snapshot(policy)(obs.numpy(), policy.action_noise(40_000).numpy())
+    with torch.no_grad():
+        logits = policy(obs[:1])[0][0]
+    if kind == "bernoulli":
+        expected = [logits.sigmoid().numpy()]  # P(bit = 1)
+        observed = [actions.mean(0)]
+    else:  # each component's frequencies against its softmax
+        expected = [part.softmax(-1).numpy() for part in logits.split(policy.nvec)]
+        observed = [np.bincount(actions[:, k], minlength=n) / len(actions) for k, n in enumerate(policy.nvec)]
+    for frequencies, probabilities in zip(observed, expected):
+        np.testing.assert_allclose(frequencies, probabilities, atol=0.01)

@@ -155,8 +155,11 @@ def test_ctrl_c_during_start_up_exits_promptly_with_status_130_and_leaves_no_pro
 
 
 def test_unsupported_action_space_is_named():
-    with pytest.raises(ValueError, match=r"action space MultiBinary\(3\); supported: a 1-D Box or Discrete"):
-        check_spaces("Some-v0", gym.spaces.Box(-1, 1, (2,)), gym.spaces.MultiBinary(3))
+    with pytest.raises(ValueError, match=r"action space MultiBinary\(\(2, 2\)\); supported: a 1-D Box, Discrete, "
+                                         r"a 1-D MultiDiscrete or a 1-D MultiBinary"):
+        check_spaces("Some-v0", gym.spaces.Box(-1, 1, (2,)), gym.spaces.MultiBinary((2, 2)))
+    for supported in (gym.spaces.MultiDiscrete([2, 3]), gym.spaces.MultiBinary(3), gym.spaces.Discrete(3, start=-1)):
+        check_spaces("Some-v0", gym.spaces.Box(-1, 1, (2,)), supported)
 
 
 def test_malicious_checkpoint_does_not_run_its_code(tmp_path):

@@ -1,22 +1,21 @@
 import pytest
 import torch
-from torch.distributions import kl_divergence
 from torch.nn.utils import parameters_to_vector
 
-from policies import num_params, tiny_batch, tiny_policy
-from reference import dense_fisher, distribution_of
+from policies import KINDS, num_params, tiny_batch, tiny_policy
+from reference import dense_fisher, distribution_of, reference_kl, reference_log_prob
 from trpo.config import AlgoConfig
 from trpo.curvature import subsample_rows
 from trpo.policy import ValueNetwork
 from trpo.update import fit_value, trpo_step
 
-KINDS = ["gaussian", "categorical"]
+
 
 
 def reference_full_step(policy, obs, actions, log_probs, advantages, config, fisher_obs=None):
     """s = sqrt(2 max_kl / x^T A x) x with x = solve(A, g), A = dense Fisher + damping I."""
     normalized = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-    ratio = torch.exp(distribution_of(policy(obs)).log_prob(actions) - log_probs)
+    ratio = torch.exp(reference_log_prob(policy, policy(obs), actions) - log_probs)
     grads = torch.autograd.grad((ratio * normalized).mean(), list(policy.parameters()))
     g = torch.cat([gr.reshape(-1) for gr in grads])
     fisher = dense_fisher(policy, obs if fisher_obs is None else fisher_obs)
@@ -28,9 +27,9 @@ def reference_full_step(policy, obs, actions, log_probs, advantages, config, fis
 def surrogate_and_kl(old_policy_outputs, policy, obs, actions, log_probs, advantages):
     normalized = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     with torch.no_grad():
-        new = distribution_of(policy(obs))
-        surrogate = (torch.exp(new.log_prob(actions) - log_probs) * normalized).mean()
-        kl = kl_divergence(distribution_of(old_policy_outputs), new).mean()
+        new = policy(obs)
+        surrogate = (torch.exp(reference_log_prob(policy, new, actions) - log_probs) * normalized).mean()
+        kl = reference_kl(policy, old_policy_outputs, new).mean()
     return surrogate, kl
 
 

@@ -118,3 +118,34 @@ class DoubleReward(gym.RewardWrapper):
 
 
 gym.register("ToySized-v0", entry_point=SizedEnv, max_episode_steps=3)
+
+
+class ChoiceEnv(gym.Env):
+    """One-step episodes: observation x ~ N(0, I_3), reward = how many components of the action match the
+    target that x sets. MultiDiscrete([2, 3]): (x0 > 0, x1 binned at -0.5 and 0.5); MultiBinary(3): x > 0.
+    A uniformly random policy gets 5/6 and 3/2; the best, 2 and 3."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+
+    def __init__(self, kind: str):
+        self.action_space = gym.spaces.MultiDiscrete([2, 3]) if kind == "multi_discrete" else gym.spaces.MultiBinary(3)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x = self.np_random.normal(size=3).astype(np.float32)
+        return self.x, {}
+
+    def step(self, action):
+        if not self.action_space.contains(np.asarray(action, dtype=self.action_space.dtype)):
+            raise ValueError(f"action {action!r} is not in {self.action_space}")
+        if isinstance(self.action_space, gym.spaces.MultiDiscrete):
+            target = np.array([self.x[0] > 0, np.digitize(self.x[1], [-0.5, 0.5])])
+        else:
+            target = self.x > 0
+        reward = float((np.asarray(action) == target).sum())
+        self.x = self.np_random.normal(size=3).astype(np.float32)
+        return self.x, reward, True, False, {}
+
+
+gym.register("ToyMultiDiscrete-v0", entry_point=ChoiceEnv, kwargs={"kind": "multi_discrete"})
+gym.register("ToyMultiBinary-v0", entry_point=ChoiceEnv, kwargs={"kind": "multi_binary"})

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from trpo.factored_policies import BernoulliPolicy, MultiCategoricalPolicy
 from trpo.policy import GaussianPolicy, ObservationNormalizer, Policy
 
 
@@ -27,10 +28,13 @@ class Actor:
     clip: float
     layers: list[tuple[np.ndarray, np.ndarray]]  # (W^T [in, out], b [out]) of each linear layer
     activation: Callable[[np.ndarray], np.ndarray] | None  # between linear layers; may work in place
-    std: np.ndarray | None  # Gaussian: exp(log_std) [A]; None: categorical (Gumbel-max over logits)
+    std: np.ndarray | None  # Gaussian: exp(log_std) [A]; None: choices from logits and noise
+    boundaries: tuple[int, ...] | None = None  # MultiDiscrete: where each component's logits start
+    bernoulli: bool = False  # MultiBinary: bit = logit + logistic noise > 0
 
     def __call__(self, obs: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        """obs [B, obs_dim] float32, noise [B, A] -> actions [B, A] (Gaussian) or [B] (categorical)."""
+        """obs [B, obs_dim] float32, noise [B, A] -> actions [B, A] (Gaussian, MultiDiscrete, MultiBinary) or
+        [B] (categorical)."""
         x = obs
         if self.scale is not None:  # (np.clip costs more than these two)
             x = obs * self.scale
@@ -41,10 +45,15 @@ class Actor:
             x += bias
             if i < len(self.layers) - 1:
                 x = self.activation(x)
-        if self.std is None:
-            return (x + noise).argmax(-1)
-        x += self.std * noise
-        return x
+        if self.std is not None:
+            x += self.std * noise
+            return x
+        x += noise
+        if self.bernoulli:
+            return (x > 0).astype(np.int64)
+        if self.boundaries is not None:  # Gumbel-max in each component
+            return np.stack([part.argmax(-1) for part in np.split(x, self.boundaries, axis=-1)], -1)
+        return x.argmax(-1)
 
 
 def _tanh(x: np.ndarray) -> np.ndarray:
@@ -83,4 +92,5 @@ def snapshot(policy: Policy) -> Actor:
         scale, shift, clip = _array(inverse_std), _array(-normalizer.mean * inverse_std), normalizer.clip
     std = _array(policy.log_std.exp()) if isinstance(policy, GaussianPolicy) else None
     activation = _numpy_activation(activations[0]) if activations else None  # None: no hidden layer
-    return Actor(scale, shift, clip, layers, activation, std)
+    boundaries = tuple(np.cumsum(policy.nvec[:-1]).tolist()) if isinstance(policy, MultiCategoricalPolicy) else None
+    return Actor(scale, shift, clip, layers, activation, std, boundaries, isinstance(policy, BernoulliPolicy))

@@ -55,9 +55,7 @@ class Agent:
         run directory nor the env. Loads with weights_only=True."""
         space = self.action_space
         first_layer = next(m for m in self.policy.modules() if isinstance(m, nn.Linear))
-        spaces = {"obs_dim": first_layer.in_features} | (
-            {"low": torch.as_tensor(space.low), "high": torch.as_tensor(space.high)}
-            if isinstance(space, gym.spaces.Box) else {"n": int(space.n), "start": int(space.start)})
+        spaces = {"obs_dim": first_layer.in_features, "action_space": type(space).__name__} | _space_arrays(space)
         path = Path(path)
         torch.save({"config": OmegaConf.to_container(OmegaConf.structured(self.config)), "spaces": spaces,
                     "policy": self.policy.state_dict()}, path)
@@ -76,9 +74,30 @@ def load(path: str | Path, device: str = "cpu") -> Agent:
         saved = checkpoint.load_file(path)
         config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), saved["config"]))
         spaces = saved["spaces"]
-        action_space = gym.spaces.Box(spaces["low"].numpy(), spaces["high"].numpy()) if "low" in spaces \
-            else gym.spaces.Discrete(spaces["n"], start=spaces["start"])
+        action_space = _space(spaces)
         observation_space = gym.spaces.Box(-np.inf, np.inf, (spaces["obs_dim"],))
         policy, _ = build_models(config, observation_space, action_space)
         policy.load_state_dict(saved["policy"])
     return Agent(policy.to(device).eval(), config, action_space)
+
+
+def _space_arrays(space: gym.Space) -> dict:
+    """An action space as tensors and numbers, which a weights-only checkpoint holds."""
+    if isinstance(space, gym.spaces.Box):
+        return {"low": torch.as_tensor(space.low), "high": torch.as_tensor(space.high)}
+    if isinstance(space, gym.spaces.Discrete):
+        return {"n": int(space.n), "start": int(space.start)}
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return {"nvec": torch.as_tensor(space.nvec), "start": torch.as_tensor(space.start)}
+    return {"n": int(space.n)}  # MultiBinary
+
+
+def _space(saved: dict) -> gym.Space:
+    kind = saved["action_space"]
+    if kind == "Box":
+        return gym.spaces.Box(saved["low"].numpy(), saved["high"].numpy())
+    if kind == "Discrete":
+        return gym.spaces.Discrete(saved["n"], start=saved["start"])
+    if kind == "MultiDiscrete":
+        return gym.spaces.MultiDiscrete(saved["nvec"].numpy(), start=saved["start"].numpy())
+    return gym.spaces.MultiBinary(saved["n"])

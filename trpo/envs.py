@@ -130,9 +130,11 @@ def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Sp
     """Flat Box observations, and Box or Discrete actions: what the policies model."""
     if not (isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 1):
         raise ValueError(f"env={env_id!r} has observation space {observation_space}; supported: a 1-D Box")
-    if not (isinstance(action_space, gym.spaces.Discrete)
-            or (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1)):
-        raise ValueError(f"env={env_id!r} has action space {action_space}; supported: a 1-D Box or Discrete")
+    one_dimensional = isinstance(action_space, (gym.spaces.Box, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)) \
+        and len(action_space.shape) == 1
+    if not (isinstance(action_space, gym.spaces.Discrete) or one_dimensional):
+        raise ValueError(f"env={env_id!r} has action space {action_space}; supported: a 1-D Box, Discrete, "
+                         "a 1-D MultiDiscrete or a 1-D MultiBinary")
 
 
 def reward_normalizer_state(envs: gym.vector.VectorEnv) -> dict:

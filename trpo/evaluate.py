@@ -52,8 +52,11 @@ def deterministic_action(policy: Policy, obs: np.ndarray, space: gym.Space) -> n
 
 
 def env_action(action: np.ndarray, space: gym.Space) -> np.ndarray:
-    """What the env takes for the policy's actions [B, ...]: clipped to a Box, offset by a Discrete's start."""
-    return np.clip(action, space.low, space.high) if isinstance(space, gym.spaces.Box) else action + space.start
+    """What the env takes for the policy's actions [B, ...]: clipped to a Box, offset by a (Multi)Discrete's
+    start, as integers for the discrete spaces."""
+    if isinstance(space, gym.spaces.Box):
+        return np.clip(action, space.low, space.high)
+    return action.astype(np.int64) + getattr(space, "start", 0)
 
 
 def record_video(env_id: str, policy: Policy, path: Path, seed: int, env_config: EnvConfig) -> float:

@@ -3,6 +3,7 @@
 import gymnasium as gym
 
 from trpo.config import Config
+from trpo.factored_policies import BernoulliPolicy, MultiCategoricalPolicy
 from trpo.policy import CategoricalPolicy, GaussianPolicy, ObservationNormalizer, Policy, ValueNetwork
 
 
@@ -17,6 +18,12 @@ def build_models(config: Config, observation_space: gym.Space, action_space: gym
     value_hidden = tuple(model.hidden if model.value_hidden is None else model.value_hidden)
     if isinstance(action_space, gym.spaces.Discrete):
         policy = CategoricalPolicy(obs_dim, int(action_space.n), policy_hidden, model.activation, normalizer=normalizer)
+    elif isinstance(action_space, gym.spaces.MultiDiscrete):
+        policy = MultiCategoricalPolicy(obs_dim, action_space.nvec.tolist(), policy_hidden, model.activation,
+                                        normalizer=normalizer)
+    elif isinstance(action_space, gym.spaces.MultiBinary):
+        policy = BernoulliPolicy(obs_dim, int(action_space.shape[0]), policy_hidden, model.activation,
+                                 normalizer=normalizer)
     else:
         policy = GaussianPolicy(obs_dim, action_space.shape[0], policy_hidden, model.activation, model.log_std_init,
                                 normalizer=normalizer)

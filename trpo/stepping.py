@@ -56,8 +56,8 @@ def step_envs(envs: gym.vector.VectorEnv, actor: Actor, noise: np.ndarray,
     valid = np.ones((T, N), dtype=bool)
     if continuous:  # the env gets the clipped action; the rollout keeps the sample and its log-prob
         low, high = space.low.astype(np.float32), space.high.astype(np.float32)
-    else:  # the policy's index i is the env's action start + i (Discrete(n, start))
-        first_action = int(space.start)
+    else:  # the policy's index i is the env's action start + i (Discrete(n, start), MultiDiscrete)
+        first_action = np.asarray(getattr(space, "start", 0))
 
     for t in range(T):
         obs_buffer[t] = state.obs
@@ -65,7 +65,7 @@ def step_envs(envs: gym.vector.VectorEnv, actor: Actor, noise: np.ndarray,
         if continuous:
             env_action = np.minimum(np.maximum(actions[t], low), high)
         else:
-            env_action = actions[t] + first_action if first_action else actions[t]
+            env_action = actions[t] + first_action if first_action.any() else actions[t]
         next_obs, reward, term, trunc, info = envs.step(env_action)
         rewards[t], terminated[t] = reward, term
         if NON_FINITE_REWARD in info:
