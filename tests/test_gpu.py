@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.nn.utils import parameters_to_vector
 
-from policies import tiny_batch, tiny_policy
+from policies import KINDS, tiny_batch, tiny_policy
 from trpo.config import AlgoConfig
 from trpo.update import trpo_step
 
@@ -12,7 +12,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 @pytest.mark.parametrize("method", ["mlp", "analytic", "autograd"])
-@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_update_on_cuda_matches_cpu_without_host_sync(kind, method):
     config = AlgoConfig(fisher_method=method)
     cpu_policy = tiny_policy(kind)
