@@ -186,7 +186,7 @@ def validated(overrides: list[str], run_dir: Path | None = None) -> tuple[Config
     check_keys(overrides)
     try:
         cfg, default_dir = composed(overrides)
-    except OverrideParseException:
+    except OverrideParseException:  # a HydraException too, but Hydra's own to report
         raise
     except HydraException as error:  # a bad group choice or value type, in Hydra's words
         raise ValueError(hydra_message(error)) from None

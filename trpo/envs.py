@@ -54,6 +54,11 @@ def import_wrapper(name: str) -> Any:
         raise ValueError(f"env.wrappers entry {name!r} is invalid: {module} has no {attribute!r}") from None
 
 
+def vector_env_options(config: EnvConfig) -> dict:
+    """gym.make_vec's arguments for config.kwargs and config.wrappers (around each sub-env)."""
+    return {"wrappers": [import_wrapper(name) for name in config.wrappers], **config.kwargs}
+
+
 def make_env(env_id: str, config: EnvConfig, **options) -> gym.Env:
     """One env as the training envs are made: config.kwargs to gym.make, then config.wrappers around it.
 
@@ -105,7 +110,7 @@ def make_vector_env(env_id: str, config: EnvConfig, gamma: float, seed: int = 0)
     else:
         envs = gym.make_vec(env_id, num_envs=config.num_envs, vectorization_mode=config.vectorization,
                             vector_kwargs={"autoreset_mode": AUTORESET[config.autoreset_mode]},
-                            wrappers=[import_wrapper(name) for name in config.wrappers], **config.kwargs)
+                            **vector_env_options(config))
     check_spaces(env_id, envs.single_observation_space, envs.single_action_space)
     envs = RecordEpisodeStatistics(envs)
     if config.normalize_rewards:

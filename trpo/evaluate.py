@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from trpo import checkpoint
 from trpo.config import Config, EnvConfig
-from trpo.envs import import_wrapper, make_env, route_mujoco_warnings
+from trpo.envs import make_env, route_mujoco_warnings, vector_env_options
 from trpo.models import build_models
 from trpo.policy import Policy
 
@@ -31,7 +31,7 @@ def evaluate_policy(env_id: str, policy: Policy, episodes: int, seed: int, env: 
     route_mujoco_warnings()
     env = env or EnvConfig()
     envs = RecordEpisodeStatistics(gym.make_vec(env_id, num_envs=episodes, vectorization_mode="sync",
-                                                wrappers=[import_wrapper(name) for name in env.wrappers], **env.kwargs))
+                                                **vector_env_options(env)))
     obs, _ = envs.reset(seed=seed + EVAL_SEED_OFFSET)
     returns = np.full(episodes, np.nan)
     while np.isnan(returns).any():
