@@ -9,7 +9,8 @@ def parameters(function):
 
 def test_public_names_import_from_the_package():
     assert set(trpo.__all__) == {"conjugate_gradient", "fisher_vector_product", "gae",
-                                 "GaussianPolicy", "CategoricalPolicy", "train", "load", "Agent", "Run"}
+                                 "GaussianPolicy", "CategoricalPolicy", "train", "load", "Agent", "Run",
+                                 "top_eigenvalues", "hutchinson_trace", "hutchinson_diagonal", "spectral_density"}
     assert all(getattr(trpo, name) is not None for name in trpo.__all__)
 
 
@@ -25,5 +26,10 @@ def test_signatures_follow_the_design():
                                                    ("hidden", (64, 64)), ("activation", "tanh")]
     assert parameters(trpo.train) == [("env_id", empty), ("overrides", None), ("run_dir", None)]
     assert parameters(trpo.load) == [("path", empty), ("device", "cpu")]
+    # issue 19: the estimators' leading parameters (more may follow, with defaults)
+    assert parameters(trpo.top_eigenvalues)[:5] == [("matvec", empty), ("dim", empty), ("k", empty), ("iters", None),
+                                                    ("generator", None)]
+    assert parameters(trpo.hutchinson_trace)[:4] == [("matvec", empty), ("dim", empty), ("samples", empty),
+                                                     ("generator", None)]
     assert parameters(trpo.CategoricalPolicy)[:4] == [("obs_dim", empty), ("n_actions", empty),
                                                       ("hidden", (64, 64)), ("activation", "tanh")]

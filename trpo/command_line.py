@@ -22,7 +22,7 @@ from trpo.envs import check_env_id, check_spaces, import_wrapper, make_env, make
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("algo", "env", "logger", "debug", "sweep")
 # Keys a resumed run may change: they do not change the experiment.
-RESUMABLE_KEYS = ("resume", "total_steps", "device", "torch_threads", "logger", "checkpoint", "eval")
+RESUMABLE_KEYS = ("resume", "total_steps", "device", "torch_threads", "logger", "checkpoint", "eval", "diagnostics")
 
 
 def schema_keys(schema=Config, prefix: str = "") -> list[str]:

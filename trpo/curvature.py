@@ -54,7 +54,9 @@ def fisher_matvec(
     if method not in FISHER_METHODS:
         raise ValueError(f"method={method!r} is not a Fisher-vector product method; choose one of {FISHER_METHODS}")
     product = {"mlp": _mlp_product, "analytic": _analytic_product, "autograd": _autograd_product}[method](policy, obs)
-    return lambda v: product(v) + damping * v
+    dtype = next(policy.parameters()).dtype
+    # In the policy's dtype; a vector of another dtype (the float64 of trpo.estimators) is cast and cast back.
+    return lambda v: product(v.to(dtype)).to(v.dtype) + damping * v
 
 
 def fisher_vector_product(

@@ -4,6 +4,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 import wandb
 from tqdm import tqdm
@@ -19,6 +20,15 @@ def _iteration(line: str) -> int:
         return json.loads(line)["iteration"]
     except (ValueError, KeyError, TypeError):
         return 0
+
+
+def spectral_histogram(vectors: dict[str, list[float]]) -> dict[str, wandb.Histogram]:
+    """The Fisher's spectral density (curvature/density_*) as a W&B histogram over log10 of the eigenvalue."""
+    if "curvature/density_nodes" not in vectors:
+        return {}
+    nodes = np.log10(np.maximum(vectors["curvature/density_nodes"], 1e-12))
+    counts, edges = np.histogram(nodes, bins=32, weights=vectors["curvature/density_weights"])
+    return {"curvature/log10_spectral_density": wandb.Histogram(np_histogram=(counts, edges))}
 
 
 class RunLogger:
@@ -57,12 +67,13 @@ class RunLogger:
 
     def log(self, metrics: dict[str, torch.Tensor | float | int]) -> dict[str, float]:
         """Copy the metrics to the host once, then write them everywhere; returns the plain record."""
-        names = [k for k, v in metrics.items() if isinstance(v, torch.Tensor)]
+        names = [k for k, v in metrics.items() if isinstance(v, torch.Tensor) and v.dim() == 0]
         host = torch.stack([metrics[k].detach().to("cpu", torch.float64) for k in names]).tolist()
+        vectors = {k: v.detach().cpu().tolist() for k, v in metrics.items() if isinstance(v, torch.Tensor) and v.dim()}
         record = {k: v for k, v in metrics.items() if not isinstance(v, torch.Tensor)} | dict(zip(names, host))
-        self.metrics_file.write(json.dumps(record) + "\n")
+        self.metrics_file.write(json.dumps(record | vectors) + "\n")
         self.metrics_file.flush()
-        self.wandb.log(record)
+        self.wandb.log(record | spectral_histogram(vectors))
         self.progress.update(record["global_step"] - self.progress.n)
         self.progress.set_postfix(sps=f"{record['time/sps']:.0f}", ret=f"{record['rollout/episode_return']:.1f}",
                                   refresh=False)

@@ -3,7 +3,9 @@
 Finds every metrics.jsonl below the given directories, groups runs by env, by implementation (a peer's
 run names it in its config.yaml; ours are "trpo") and by the settings that differ between them (seeds
 aside), and writes one PNG per env (mean training return over seeds with
-a 95% bootstrap band, x = environment steps) and `results.md` (final return mean and 95% bootstrap CI,
+a 95% bootstrap band, x = environment steps; beside it, where the runs logged curvature diagnostics, the
+Fisher's top eigenvalues and trace over training and its spectral density at four points of training)
+and `results.md` (final return mean and 95% bootstrap CI,
 steps, seeds, wall time, and the count of accepted policy updates whose exact KL exceeded algo.max_kl,
 which TRPO's line search must make zero).
 """
@@ -21,7 +23,7 @@ import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 # Settings that never define an experiment: they change where or how a run is recorded, not what it learns.
-IGNORED = ("seed", "logger.", "checkpoint.", "device", "torch_threads", "eval.")
+IGNORED = ("seed", "logger.", "checkpoint.", "device", "torch_threads", "eval.", "diagnostics.")
 CURVE_POINTS = 100
 BOOTSTRAP_SAMPLES = 10_000
 
@@ -36,6 +38,29 @@ class Run:
     final_return: float  # final deterministic evaluation, or the last training return without one
     wall_s: float
     kl_violations: int | None  # accepted updates with policy/kl > algo.max_kl (None: no KL logged, e.g. a peer)
+    curvature: "Curvature | None" = None  # the curvature diagnostics, where the run logged them
+
+
+@dataclass(frozen=True)
+class Curvature:
+    """A run's curvature/* metrics (trpo.diagnostics) at the iterations that logged them."""
+
+    steps: np.ndarray  # global_step [D]
+    eigenvalues: np.ndarray  # top eigenvalues of F [D, k], largest first
+    trace: np.ndarray  # [D]
+    density: list[tuple[np.ndarray, np.ndarray]]  # Lanczos quadrature (nodes, weights) of F's spectrum, per row
+
+
+def load_curvature(rows: list[dict]) -> Curvature | None:
+    rows = [row for row in rows if "curvature/trace" in row]
+    if not rows:
+        return None
+    k = sum(key.startswith("curvature/eigenvalue_") and key[-1].isdigit() for key in rows[0])
+    return Curvature(np.array([row["global_step"] for row in rows], dtype=float),
+                     np.array([[row[f"curvature/eigenvalue_{i + 1}"] for i in range(k)] for row in rows]),
+                     np.array([row["curvature/trace"] for row in rows]),
+                     [(np.array(row["curvature/density_nodes"]), np.array(row["curvature/density_weights"]))
+                      for row in rows])
 
 
 def load_run(metrics_path: Path) -> Run:
@@ -54,7 +79,7 @@ def load_run(metrics_path: Path) -> Run:
     final_return = final["eval/episode_return"] if "eval/episode_return" in final else \
         float(returns[-1]) if len(returns) else float("nan")
     return Run(config["env_id"], config.get("implementation", "trpo"), settings, steps, returns, final_return, wall,
-               kl_violations)
+               kl_violations, load_curvature(all_rows))
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
@@ -93,6 +118,60 @@ def curve(runs: list[Run]) -> tuple[np.ndarray, np.ndarray]:
     return grid, np.stack([np.interp(grid, run.steps, run.returns) for run in runs])
 
 
+def log_curve(runs: list[Run], values) -> tuple[np.ndarray, np.ndarray]:
+    """log10 of a curvature series of each run on a common step grid: (grid, [seeds, points])."""
+    grid = np.linspace(0, min(run.curvature.steps[-1] for run in runs), CURVE_POINTS)
+    return grid, np.stack([np.interp(grid, run.curvature.steps, np.log10(np.maximum(values(run.curvature), 1e-300)))
+                           for run in runs])
+
+
+DENSITY_POINTS = (0.0, 1 / 3, 2 / 3, 1.0)  # where in training the spectral density is drawn
+DENSITY_WIDTH = 0.1  # decades: each quadrature node a Gaussian of this width in log10 lambda
+
+
+def log_density(runs: list[Run], fraction: float, grid: np.ndarray) -> tuple[float, np.ndarray]:
+    """The mean over runs of the spectral density of log10 lambda at a fraction of training (mean step, density)."""
+    densities, steps = [], []
+    for run in runs:
+        index = int(round(fraction * (len(run.curvature.steps) - 1)))
+        nodes, weights = run.curvature.density[index]
+        nodes = np.log10(np.maximum(nodes, nodes.max() * 1e-10))
+        bumps = np.exp(-0.5 * ((grid[:, None] - nodes[None]) / DENSITY_WIDTH) ** 2) / (DENSITY_WIDTH * np.sqrt(2 * np.pi))
+        densities.append(bumps @ weights)
+        steps.append(run.curvature.steps[index])
+    return float(np.mean(steps)), np.mean(densities, axis=0)
+
+
+def draw_curvature(groups: dict[str, list[Run]], over_training, density_axes, rng: np.random.Generator) -> None:
+    """Top eigenvalue, k-th eigenvalue and trace over training (log scale, mean over seeds with a 95% band),
+    and the spectral density at DENSITY_POINTS of training."""
+    for label, runs in groups.items():
+        runs = [run for run in runs if run.curvature is not None]
+        if not runs:
+            continue
+        k = runs[0].curvature.eigenvalues.shape[1]
+        for name, values in (("lambda_1", lambda c: c.eigenvalues[:, 0]), (f"lambda_{k}", lambda c: c.eigenvalues[:, -1]),
+                             ("trace", lambda c: c.trace)):
+            grid, logs = log_curve(runs, values)
+            low, high = bootstrap_ci(logs, rng)
+            over_training.plot(grid, 10 ** logs.mean(axis=0), label=f"{name}, {label} ({len(runs)} seeds)")
+            over_training.fill_between(grid, 10 ** low, 10 ** high, alpha=0.2)
+        every_node = np.concatenate([np.log10(np.maximum(nodes, nodes.max() * 1e-10))
+                                     for run in runs for nodes, _ in run.curvature.density])
+        grid = np.linspace(every_node.min() - 0.5, every_node.max() + 0.5, 400)
+        for fraction in DENSITY_POINTS:
+            step, density = log_density(runs, fraction, grid)
+            density_axes.plot(grid, density, label=f"step {step:.3g}, {label}")
+    over_training.set(yscale="log", xlabel="environment steps", ylabel="Fisher eigenvalue / trace",
+                      title="curvature over training")
+    over_training.legend(fontsize="x-small")
+    over_training.grid(alpha=0.3)
+    density_axes.set(xlabel="log10 eigenvalue of F", ylabel="spectral density (mean over seeds)", yscale="log",
+                     ylim=(1e-4, None), title="spectral density (Lanczos quadrature)")
+    density_axes.legend(fontsize="x-small")
+    density_axes.grid(alpha=0.3)
+
+
 def write_report(directories: list[Path], out: Path) -> str:
     """Writes <env>.png per env and results.md into out; returns the Markdown table."""
     paths = sorted(p for d in directories for p in d.rglob("metrics.jsonl"))
@@ -107,7 +186,10 @@ def write_report(directories: list[Path], out: Path) -> str:
         if not len(run.steps):
             print(f"{run.env_id}: a run below {[str(d) for d in directories]} finished no episode; left out")
     for env_id, groups in group_runs([run for run in runs if len(run.steps)]).items():
-        figure, axes = plt.subplots(figsize=(7, 4.5))
+        with_curvature = any(run.curvature is not None for runs in groups.values() for run in runs)
+        figure, panels = plt.subplots(1, 3 if with_curvature else 1, figsize=(19 if with_curvature else 7, 4.5),
+                                      squeeze=False)
+        axes = panels[0, 0]
         for label, runs in groups.items():
             grid, returns = curve(runs)
             low, high = bootstrap_ci(returns, rng)
@@ -123,6 +205,8 @@ def write_report(directories: list[Path], out: Path) -> str:
         axes.set(title=env_id, xlabel="environment steps", ylabel="training episode return")
         axes.legend(fontsize="small")
         axes.grid(alpha=0.3)
+        if with_curvature:
+            draw_curvature(groups, panels[0, 1], panels[0, 2], rng)
         figure.tight_layout()
         figure.savefig(out / f"{env_id}.png", dpi=120)
         plt.close(figure)

@@ -1,6 +1,7 @@
 """Training entry point: `python -m trpo.train env=HalfCheetah-v4 [overrides]`."""
 
 import copy
+import functools
 import json
 import logging
 import random
@@ -10,7 +11,7 @@ import types
 from contextlib import ExitStack
 from dataclasses import fields
 from pathlib import Path
-from typing import NoReturn
+from typing import Callable, NoReturn
 
 import gymnasium as gym
 import hydra
@@ -25,7 +26,9 @@ from trpo import checkpoint, collector, command_line, stepping
 from trpo.advantages import gae
 from trpo.api import Run
 from trpo.collector import Rollout
-from trpo.config import AlgoConfig, Config
+from trpo.config import AlgoConfig, Config, DiagnosticsConfig
+from trpo.diagnostics import curvature_diagnostics
+from trpo.estimators import default_iters
 from trpo.evaluate import evaluate_policy
 from trpo.logger import RunLogger
 from trpo.models import build_models
@@ -81,7 +84,8 @@ def train(config: Config, run_dir: Path) -> float:
                 normalizer = policy.normalizer.updated(batch["obs"]) if config.env.normalize_observations else None
                 value_fitter.start(batch["obs"], batch["returns"], normalizer)  # with algo.value_process: meanwhile
                 metrics = trpo_step(policy, batch["obs"], batch["actions"], batch["log_probs"], batch["advantages"],
-                                    algo, generator)
+                                    algo, generator, diagnostics_due(config.diagnostics, algo, config.seed, iteration,
+                                                                     device))
                 if normalizer is not None:  # after the policy step, so that log pi_old matches theta_old
                     policy.normalizer.load_state_dict(normalizer)
                 if acting_policy is not policy:
@@ -130,6 +134,22 @@ def advantage_batch(rollout: Rollout, value: ValueNetwork, algo: AlgoConfig, dev
     valid = rollout.valid
     return {"obs": rollout.obs[valid], "actions": rollout.actions[valid], "log_probs": rollout.log_probs[valid],
             "advantages": advantages[valid], "returns": returns[valid]}
+
+
+def diagnostics_due(diagnostics: DiagnosticsConfig, algo: AlgoConfig, seed: int, iteration: int,
+                    device: torch.device) -> Callable | None:
+    """The curvature diagnostics for the update of this iteration (0, every, 2 every, ...), or None.
+
+    Their generator is their own, seeded by (seed, iteration): switching them on moves no other random
+    stream, and a resumed run repeats them exactly.
+    """
+    if diagnostics.every == 0 or iteration % diagnostics.every:
+        return None
+    generator = torch.Generator(device).manual_seed(seed * 1_000_003 + iteration)
+    return functools.partial(curvature_diagnostics, damping=algo.damping, top_k=diagnostics.top_k,
+                             iters=diagnostics.iters or default_iters(diagnostics.top_k),
+                             trace_samples=diagnostics.trace_samples, trace_method=diagnostics.trace_method,
+                             generator=generator)
 
 
 def first_non_finite(rollout: Rollout) -> tuple[int, int, str, float] | None:

@@ -1,5 +1,7 @@
 """The TRPO / natural-gradient policy step and the value-function fit."""
 
+from typing import Callable
+
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -21,6 +23,7 @@ def trpo_step(
     advantages: Tensor,
     config: AlgoConfig,
     generator: torch.Generator | None = None,
+    diagnose: Callable[..., dict[str, Tensor]] | None = None,
 ) -> dict[str, Tensor]:
     """One policy update in place; returns its statistics as tensors keyed by metric name.
 
@@ -30,6 +33,9 @@ def trpo_step(
     advantages: advantage estimates [B]; normalized here when config.normalize_advantages.
     config: trust region and CG settings.
     generator: random source for the Fisher subsample.
+    diagnose: called as diagnose(matvec, grad, step_dir, matvec(step_dir)) with the update's own damped
+        Fisher product, before the step changes the parameters; its metrics are returned with the others
+        (`trpo.diagnostics.curvature_diagnostics`).
     """
     params = list(policy.parameters())
     theta_old = parameters_to_vector(params).detach()
@@ -48,7 +54,9 @@ def trpo_step(
     fisher_obs = subsample_rows(obs, config.fisher_subsample, generator)
     matvec = fisher_matvec(policy, fisher_obs, config.damping, method)
     step_dir, cg_residual = conjugate_gradient_with_residual(matvec, grad, config.cg_iters, config.cg_residual_tol)
-    curvature = step_dir @ matvec(step_dir)
+    damped_step = matvec(step_dir)
+    curvature = step_dir @ damped_step
+    diagnostics = diagnose(matvec, grad, step_dir, damped_step) if diagnose is not None else {}
     step = full_step(step_dir, curvature, config.max_kl)
     expected_gain = grad @ step
     # Guard: a non-finite gradient or direction, or non-positive curvature, leaves theta unchanged.
@@ -84,6 +92,7 @@ def trpo_step(
         "policy/cg_residual": cg_residual,
         "policy/grad_norm": grad.norm(),
         "policy/entropy": entropy,
+        **diagnostics,
     }
 
 
