@@ -105,7 +105,8 @@ def test_trace_errors_fall_like_one_over_root_samples_and_hutch_plus_plus_like_o
     truth = float(matrix.trace())
     hutchinson = rms_errors(lambda s, g: hutchinson_trace(product(matrix), 200, s, g, method="hutchinson"),
                             truth, (15, 60), 300)
-    hutch_plus_plus = rms_errors(lambda s, g: hutchinson_trace(product(matrix), 200, s, g), truth, (15, 60), 300)
+    hutch_plus_plus = rms_errors(lambda s, g: hutchinson_trace(product(matrix), 200, s, g, method="hutch++"),
+                                 truth, (15, 60), 300)
     assert 0.4 < hutchinson[1] / hutchinson[0] < 0.6  # 1/sqrt(4) = 0.5
     assert hutch_plus_plus[1] / hutch_plus_plus[0] < 0.3  # 1/4 = 0.25 for a decaying spectrum
     assert hutch_plus_plus[1] < hutchinson[1] / 3
@@ -113,8 +114,8 @@ def test_trace_errors_fall_like_one_over_root_samples_and_hutch_plus_plus_like_o
 
 def test_hutch_plus_plus_is_unbiased():
     matrix = with_spectrum(torch.linspace(0, 1, 60) ** 3)
-    values = torch.stack([hutchinson_trace(product(matrix), 60, 6, torch.Generator().manual_seed(seed))
-                          for seed in range(2000)])
+    values = torch.stack([hutchinson_trace(product(matrix), 60, 6, torch.Generator().manual_seed(seed),
+                                           method="hutch++") for seed in range(2000)])
     assert abs(values.mean() - matrix.trace()) < 4 * values.std() / 2000 ** 0.5
 
 
@@ -196,6 +197,6 @@ def test_bad_arguments_name_the_value():
     with pytest.raises(ValueError, match="k=0"):
         top_eigenvalues(lambda v: v, 10, 0)
     with pytest.raises(ValueError, match="samples=2 must be >= 1 \\(>= 3 for hutch\\+\\+\\)"):
-        hutchinson_trace(lambda v: v, 10, 2)
+        hutchinson_trace(lambda v: v, 10, 2, method="hutch++")
     with pytest.raises(ValueError, match="method='xtrace'"):
         hutchinson_trace(lambda v: v, 10, 3, method="xtrace")

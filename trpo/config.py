@@ -161,7 +161,7 @@ class DiagnosticsConfig:
     top_k: int = 5  # eigenvalues logged, and the eigenspace the gradient and step are measured in
     iters: int | None = None  # Fisher products of block Lanczos (default: trpo.estimators.default_iters(top_k))
     trace_samples: int = 30  # Fisher products of the trace estimate
-    trace_method: str = "hutchinson"  # hutchinson | hutch++ (hutchinson is the better of them on these Fishers)
+    trace_method: str = "hutchinson"  # hutchinson | hutch++ (neither wins on trained Fishers: benchmarks/README.md)
 
     def __post_init__(self):
         _check("diagnostics", "every", self.every, self.every >= 0, "must be an integer >= 0 (0: off)")

@@ -104,13 +104,15 @@ def top_eigenvalues(matvec: MatVec, dim: int, k: int, iters: int | None = None,
 
 
 def hutchinson_trace(matvec: MatVec, dim: int, samples: int, generator: torch.Generator | None = None,
-                     device=None, method: str = "hutch++") -> Tensor:
+                     device=None, method: str = "hutchinson") -> Tensor:
     """An unbiased estimate of tr(A) from `samples` products with Rademacher probes.
 
     method "hutchinson": mean of v^T A v (variance 2 (||A||_F^2 - sum a_ii^2) / samples).
     method "hutch++" (Meyer et al. 2021): a third of the products sketch the top of the spectrum
     (Q = orth(A S)), a third take tr(Q^T A Q) exactly, a third estimate the rest by Hutchinson on
-    (I - QQ^T) A (I - QQ^T); its error falls like 1/samples where the spectrum decays, as a Fisher's does.
+    (I - QQ^T) A (I - QQ^T); its error falls like 1/samples where the spectrum decays fast enough. On
+    trained policies' Fishers neither wins at 30 products (HalfCheetah: 4.1% against 5.4% RMS, Ant: 4.4%
+    against 3.2%; benchmarks/README.md), so the default is the simpler one.
     """
     if samples < 1 or (method == "hutch++" and samples < 3):
         raise ValueError(f"samples={samples} must be >= 1 (>= 3 for hutch++)")
