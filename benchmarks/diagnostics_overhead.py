@@ -9,6 +9,7 @@ Prints the wall time of each run's training loop and of the whole run, and their
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -38,11 +39,18 @@ def main() -> None:
     every = DiagnosticsConfig().every
     off = train_seconds(args.out / "off", args.steps, args.seed, 0)
     on = train_seconds(args.out / "on", args.steps, args.seed, every)
+    rows = [json.loads(line) for line in (args.out / "on" / "metrics.jsonl").read_text().splitlines()]
+    diagnosed = [row["time/update_s"] for row in rows if "curvature/trace" in row]
+    plain = [row["time/update_s"] for row in rows if "curvature/trace" not in row]
+    extra = len(diagnosed) * (statistics.median(diagnosed) - statistics.median(plain))
     print(f"HalfCheetah-v4 preset, {args.steps} steps, seed {args.seed}, diagnostics.every=0 then {every}:\n"
           f"  training loop (sum of time/collect_s + time/update_s): {off[0]:.1f} s, {on[0]:.1f} s, "
           f"ratio {on[0] / off[0]:.3f}\n"
           f"  whole run (time/wall_s: start-up, loop, final evaluation): {off[1]:.1f} s, {on[1]:.1f} s, "
-          f"ratio {on[1] / off[1]:.3f}")
+          f"ratio {on[1] / off[1]:.3f}\n"
+          f"  within the diagnosed run: {len(diagnosed)} diagnosed updates took {statistics.median(diagnosed) * 1e3:.1f} ms "
+          f"(median) against {statistics.median(plain) * 1e3:.1f} ms, {extra:.1f} s in all, "
+          f"{100 * extra / on[0]:.1f}% of its loop")
 
 
 if __name__ == "__main__":
