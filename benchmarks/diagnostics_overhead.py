@@ -1,9 +1,11 @@
 """What the curvature diagnostics cost: the HalfCheetah preset with `diagnostics.every` at its default
-against `diagnostics.every=0`, one run after the other, same seed.
+against `diagnostics.every=0`, same seed, in the order off, on, on, off, so that a drift of the
+machine's speed over the benchmark (seen here: 5% between two runs of the same setting) cancels.
 
     python benchmarks/diagnostics_overhead.py [--steps 1000000] [--seed 0] [--out benchmarks/results/diagnostics-overhead]
 
-Prints the wall time of each run's training loop and of the whole run, and their ratios.
+Prints the wall time of the training loops and of the whole runs, their ratios, and what the
+diagnosed updates cost inside the diagnosed runs.
 """
 
 import argparse
@@ -37,20 +39,25 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/diagnostics-overhead")
     args = parser.parse_args()
     every = DiagnosticsConfig().every
-    off = train_seconds(args.out / "off", args.steps, args.seed, 0)
-    on = train_seconds(args.out / "on", args.steps, args.seed, every)
-    rows = [json.loads(line) for line in (args.out / "on" / "metrics.jsonl").read_text().splitlines()]
-    diagnosed = [row["time/update_s"] for row in rows if "curvature/trace" in row]
-    plain = [row["time/update_s"] for row in rows if "curvature/trace" not in row]
-    extra = len(diagnosed) * (statistics.median(diagnosed) - statistics.median(plain))
-    print(f"HalfCheetah-v4 preset, {args.steps} steps, seed {args.seed}, diagnostics.every=0 then {every}:\n"
-          f"  training loop (sum of time/collect_s + time/update_s): {off[0]:.1f} s, {on[0]:.1f} s, "
-          f"ratio {on[0] / off[0]:.3f}\n"
-          f"  whole run (time/wall_s: start-up, loop, final evaluation): {off[1]:.1f} s, {on[1]:.1f} s, "
-          f"ratio {on[1] / off[1]:.3f}\n"
-          f"  within the diagnosed run: {len(diagnosed)} diagnosed updates took {statistics.median(diagnosed) * 1e3:.1f} ms "
-          f"(median) against {statistics.median(plain) * 1e3:.1f} ms, {extra:.1f} s in all, "
-          f"{100 * extra / on[0]:.1f}% of its loop")
+    order = [("off-1", 0), ("on-1", every), ("on-2", every), ("off-2", 0)]
+    seconds = {name: train_seconds(args.out / name, args.steps, args.seed, k) for name, k in order}
+    off = [sum(seconds[name][i] for name in ("off-1", "off-2")) for i in (0, 1)]
+    on = [sum(seconds[name][i] for name in ("on-1", "on-2")) for i in (0, 1)]
+    per_run = ", ".join(f"{name} {loop:.1f} s" for name, (loop, _) in seconds.items())
+    print(f"HalfCheetah-v4 preset, {args.steps} steps, seed {args.seed}, diagnostics.every=0 / {every}, "
+          f"runs in this order: {per_run} (training loops)\n"
+          f"  training loops (sum of time/collect_s + time/update_s), both off against both on: {off[0]:.1f} s, "
+          f"{on[0]:.1f} s, ratio {on[0] / off[0]:.3f}\n"
+          f"  whole runs (time/wall_s: start-up, loop, final evaluation): {off[1]:.1f} s, {on[1]:.1f} s, "
+          f"ratio {on[1] / off[1]:.3f}")
+    for name in ("on-1", "on-2"):
+        rows = [json.loads(line) for line in (args.out / name / "metrics.jsonl").read_text().splitlines()]
+        diagnosed = [row["time/update_s"] for row in rows if "curvature/trace" in row]
+        plain = [row["time/update_s"] for row in rows if "curvature/trace" not in row]
+        extra = len(diagnosed) * (statistics.median(diagnosed) - statistics.median(plain))
+        print(f"  within {name}: {len(diagnosed)} diagnosed updates took {statistics.median(diagnosed) * 1e3:.1f} ms "
+              f"(median) against {statistics.median(plain) * 1e3:.1f} ms, {extra:.1f} s in all, "
+              f"{100 * extra / seconds[name][0]:.1f}% of its loop")
 
 
 if __name__ == "__main__":

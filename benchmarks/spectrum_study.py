@@ -70,7 +70,8 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 def study_summary(envs: list[str], seeds: list[int], runs: Path) -> str:
     """Two tables: the dense spectrum at the end of training, and the diagnostics over training."""
     final = ["| env | dim | states | trace | lambda_max | eigenvalues carrying half the trace | numerical rank | "
-             "condition of F | condition of F + damping I |", "|---|---|---|---|---|---|---|---|---|"]
+             "eigenvalues above the damping | condition of F | condition of F + damping I |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     during = ["| env | lambda_1: first -> last | trace: first -> last | effective rank (median) | "
               "condition of F + damping I (median, estimated) | CG relative residual (median) | "
               "Spearman(log condition, CG residual) | grad in top 5 (median) | step in top 5 (median) |",
@@ -87,10 +88,10 @@ def study_summary(envs: list[str], seeds: list[int], runs: Path) -> str:
             final.append(f"| {env_id} | {spectra[0]['dim']} | {spectra[0]['states']} | {mean('trace'):.4g} | "
                          f"{mean('lambda_max'):.4g} | {mean('half_trace_count'):.1f} "
                          f"({100 * mean('half_trace_count') / spectra[0]['dim']:.2f}% of dim) | {mean('rank'):.0f} | "
-                         f"{condition} | {np.median([s['condition_damped'] for s in spectra]):.4g} |")
+                         f"{np.mean([np.sum(np.array(s['eigenvalues']) > s['damping']) for s in spectra]):.0f} | {condition} | {np.median([s['condition_damped'] for s in spectra]):.4g} |")
         elif spectra:
             final.append(f"| {env_id} | {spectra[0]['dim']} | {spectra[0]['states']} | {mean('trace'):.4g} | "
-                         f"{mean('lambda_max'):.4g} | (estimated: dim > 20k) | | | >= "
+                         f"{mean('lambda_max'):.4g} | (estimated: dim > 20k) | | | | >= "
                          f"{np.median([s['condition_damped_lower_bound'] for s in spectra]):.4g} |")
         rows = [diagnostic_rows(d) for d in dirs]
         if not rows:

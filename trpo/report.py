@@ -145,6 +145,7 @@ def log_density(runs: list[Run], fraction: float, grid: np.ndarray) -> tuple[flo
 def draw_curvature(groups: dict[str, list[Run]], over_training, density_axes, rng: np.random.Generator) -> None:
     """Top eigenvalue, k-th eigenvalue and trace over training (log scale, mean over seeds with a 95% band),
     and the spectral density at DENSITY_POINTS of training."""
+    peak = 1e-3  # the density axis's top: log autoscaling overshoots by decades
     for label, runs in groups.items():
         runs = [run for run in runs if run.curvature is not None]
         if not runs:
@@ -162,12 +163,13 @@ def draw_curvature(groups: dict[str, list[Run]], over_training, density_axes, rn
         for fraction in DENSITY_POINTS:
             step, density = log_density(runs, fraction, grid)
             density_axes.plot(grid, density, label=f"step {step:.3g}, {label}")
+            peak = max(peak, float(density.max()))
     over_training.set(yscale="log", xlabel="environment steps", ylabel="Fisher eigenvalue / trace",
                       title="curvature over training")
     over_training.legend(fontsize="x-small")
     over_training.grid(alpha=0.3)
     density_axes.set(xlabel="log10 eigenvalue of F", ylabel="spectral density (mean over seeds)", yscale="log",
-                     ylim=(1e-4, None), title="spectral density (Lanczos quadrature)")
+                     ylim=(1e-4, 3 * peak), title="spectral density (Lanczos quadrature)")
     density_axes.legend(fontsize="x-small")
     density_axes.grid(alpha=0.3)
 
