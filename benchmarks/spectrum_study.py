@@ -88,7 +88,8 @@ def study_summary(envs: list[str], seeds: list[int], runs: Path) -> str:
             final.append(f"| {env_id} | {spectra[0]['dim']} | {spectra[0]['states']} | {mean('trace'):.4g} | "
                          f"{mean('lambda_max'):.4g} | {mean('half_trace_count'):.1f} "
                          f"({100 * mean('half_trace_count') / spectra[0]['dim']:.2f}% of dim) | {mean('rank'):.0f} | "
-                         f"{np.mean([np.sum(np.array(s['eigenvalues']) > s['damping']) for s in spectra]):.0f} | {condition} | {np.median([s['condition_damped'] for s in spectra]):.4g} |")
+                         f"{np.mean([np.sum(np.array(s['eigenvalues']) > s['damping']) for s in spectra]):.0f} | "
+                         f"{condition} | {np.median([s['condition_damped'] for s in spectra]):.4g} |")
         elif spectra:
             final.append(f"| {env_id} | {spectra[0]['dim']} | {spectra[0]['states']} | {mean('trace'):.4g} | "
                          f"{mean('lambda_max'):.4g} | (estimated: dim > 20k) | | | | >= "
