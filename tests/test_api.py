@@ -45,3 +45,18 @@ def test_predict_is_the_evaluations_deterministic_action_from_a_run_and_from_a_s
     assert len(np.unique(samples, axis=0)) > 1  # drawn, not the mode
     if isinstance(space, gym.spaces.Box):
         assert np.abs(samples).max() <= space.high.max()  # clipped to the bounds
+
+
+def test_a_run_keeps_its_final_policy_alone_and_loads_from_it_without_checkpoints(tmp_path):
+    trpo.train("Pendulum-v1", ["debug=smoke"], run_dir=tmp_path)
+    final = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)["policy"]
+    kept = torch.load(tmp_path / "policy.pt", weights_only=True)["policy"]
+    assert kept.keys() == final.keys() and all(torch.equal(kept[name], final[name]) for name in final)
+    assert final["normalizer.count"] > 1  # the normalizer has seen the rollouts: the trained one is kept
+    obs = np.random.default_rng(1).normal(size=(7, 3)).astype(np.float32)
+    expected = trpo.load(tmp_path).predict(obs)
+    for name in ("latest.pt", "previous.pt"):
+        (tmp_path / "checkpoints" / name).unlink(missing_ok=True)
+    np.testing.assert_array_equal(trpo.load(tmp_path).predict(obs), expected)
+    np.testing.assert_array_equal(trpo.load(tmp_path / "policy.pt").predict(obs), expected)
+    assert (tmp_path / "policy.pt").stat().st_size < 100_000

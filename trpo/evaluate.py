@@ -85,7 +85,9 @@ def record_video(env_id: str, policy: Policy, path: Path, seed: int, env_config:
 
 
 def load_run(run_dir: Path) -> tuple[Config, Policy, gym.Space]:
-    """The run's configuration, its policy at the latest checkpoint (on the CPU) and its env's action space."""
+    """The run's configuration, its policy at the latest checkpoint (on the CPU) and its env's action space.
+
+    Without checkpoints/ (a run kept in git with only its final policy) the policy is policy.pt's."""
     if not (run_dir / "config.yaml").is_file():
         raise ValueError(f"run directory {str(run_dir)!r} has no config.yaml; pass a directory under runs/")
     config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(run_dir / "config.yaml")))
@@ -93,7 +95,11 @@ def load_run(run_dir: Path) -> tuple[Config, Policy, gym.Space]:
     probe = make_env(config.env_id, config.env)
     policy, _ = build_models(config, probe.observation_space, probe.action_space)
     probe.close()
-    policy.load_state_dict(checkpoint.load(run_dir / "checkpoints")["policy"])
+    final_policy = run_dir / "policy.pt"
+    if checkpoint.exists(run_dir / "checkpoints") or not final_policy.is_file():
+        policy.load_state_dict(checkpoint.load(run_dir / "checkpoints")["policy"])
+    else:
+        policy.load_state_dict(checkpoint.load_file(final_policy)["policy"])
     return config, policy, probe.action_space
 
 

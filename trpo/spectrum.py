@@ -139,7 +139,8 @@ def main(argv: list[str]) -> None:
     obs = fresh_states(config.env_id, policy, int(steps or config.batch_size), config.env.num_envs, config.seed,
                        config.env)
     spectrum = fisher_spectrum(policy, obs, config.algo.damping, generator=torch.Generator().manual_seed(config.seed))
-    saved = checkpoint.load(run_dir / "checkpoints")["global_step"]
+    saved = (checkpoint.load(run_dir / "checkpoints") if checkpoint.exists(run_dir / "checkpoints")
+             else json.loads((run_dir / "eval.json").read_text()))["global_step"]  # a run kept with policy.pt only
     spectrum = {"env_id": config.env_id, "global_step": saved} | spectrum
     (run_dir / "spectrum.json").write_text(json.dumps(spectrum))
     plot(spectrum, f"{config.env_id}, Fisher of the policy at step {saved} over {obs.shape[0]} fresh states",

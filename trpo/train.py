@@ -24,7 +24,7 @@ from torch import Tensor
 
 from trpo import checkpoint, collector, command_line, stepping
 from trpo.advantages import gae
-from trpo.api import Run
+from trpo.api import Agent, Run
 from trpo.collector import Rollout
 from trpo.config import AlgoConfig, Config, DiagnosticsConfig
 from trpo.diagnostics import curvature_diagnostics
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 def train(config: Config, run_dir: Path) -> float:
-    """Train; writes config.yaml, metrics.jsonl, checkpoints/ and wandb/ under run_dir.
+    """Train; writes config.yaml, metrics.jsonl, checkpoints/, wandb/, then eval.json and policy.pt under run_dir.
 
     Returns the mean return of the final deterministic evaluation (the sweep objective).
     """
@@ -111,6 +111,8 @@ def train(config: Config, run_dir: Path) -> float:
                  "eval/episodes": len(returns), "global_step": global_step,
                  "time/wall_s": time.perf_counter() - run_started}
         (run_dir / "eval.json").write_text(json.dumps(final))
+        # The final policy alone (weights and observation normalizer): tens of KB, kept where checkpoints are not.
+        Agent(acting_policy, config, envs.single_action_space).save(run_dir / "policy.pt")
         logger.summary(final)
     message = f"{config.env_id}: final deterministic evaluation {returns.mean():.2f} +- {returns.std():.2f} " \
               f"over {len(returns)} episodes, run directory {run_dir}"
