@@ -1,8 +1,12 @@
+import logging
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
+import toy_envs  # noqa: F401  (registers the Toy* ids)
+import trpo
+from trpo import command_line
 from trpo.config import AlgoConfig
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -37,3 +41,29 @@ def test_algo_presets_match_the_schema(name):
     config = OmegaConf.to_object(merged)
     assert isinstance(config, AlgoConfig) and config.name == name
     assert config == AlgoConfig(name=name)  # the presets restate the schema's defaults
+
+
+V5_PRESETS = ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Swimmer-v5", "Humanoid-v5",
+              "InvertedPendulum-v5", "InvertedDoublePendulum-v5"]
+
+
+@pytest.mark.parametrize("env_id", V5_PRESETS)
+def test_each_v5_id_resolves_its_preset(env_id):
+    v5, _ = command_line.composed([f"env={env_id}"])
+    v4, _ = command_line.composed([f"env={env_id.replace('-v5', '-v4')}"])
+    defaults, _ = command_line.composed(["env=Pusher-v5"])  # an id without a preset: the schema's values
+    assert v5.env_id == env_id and command_line.preset_note(env_id) is None
+    v5.env_id = v4.env_id
+    assert v5 == v4  # v5 starts from the v4 preset
+    assert v5 != OmegaConf.merge(defaults, {"env_id": v4.env_id})  # ... which differs from the defaults
+
+
+def test_an_env_without_a_preset_says_so_once_in_the_log(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="trpo.train"):
+        trpo.train("Pendulum-v1", ["debug=smoke"], run_dir=tmp_path / "preset")
+        assert "no preset" not in caplog.text
+        trpo.train("ToyMultiBinary-v0", ["debug=smoke"], run_dir=tmp_path / "none")
+    notes = [record.message for record in caplog.records if "no preset" in record.message]
+    assert len(notes) == 1 and notes[0].startswith("ToyMultiBinary-v0 has no preset in conf/env")
+    assert "Hopper-v5" in notes[0]  # the presets are listed
+    assert "(did you mean Hopper-v5?)" in command_line.preset_note("Hoper-v5")

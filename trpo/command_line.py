@@ -69,6 +69,16 @@ def composed(overrides: list[str]) -> tuple[DictConfig, Path]:
     return cfg, Path(run_dir)
 
 
+def preset_note(env_id: str) -> str | None:
+    """None where conf/env/<env_id>.yaml exists; else one line saying that the schema's defaults apply."""
+    presets = sorted(path.stem for path in (CONF_DIR / "env").glob("*.yaml"))
+    if env_id in presets:
+        return None
+    close = difflib.get_close_matches(env_id, presets, n=1)
+    return (f"{env_id} has no preset in conf/env, so the schema's defaults apply"
+            + (f" (did you mean {close[0]}?)" if close else "") + f"; presets: {', '.join(presets)}")
+
+
 def hydra_message(error: Exception) -> str:
     """Hydra's composition error on one line, with its cause and the available choices."""
     lines = str(error).splitlines()

@@ -53,6 +53,8 @@ def train(config: Config, run_dir: Path) -> float:
     with checkpoint.GracefulStop() as stop, ExitStack() as cleanup:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
+        if (note := command_line.preset_note(config.env_id)) is not None:
+            log.warning(note)
         seed_everything(config.seed, config.torch_threads)
         envs = make_envs(config.env_id, config.env, algo.gamma, config.seed)
         cleanup.callback(envs.close)
