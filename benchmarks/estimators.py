@@ -1,7 +1,7 @@
 """Our estimators against curvlinops-for-pytorch 3.0.1 and scipy's eigsh, on a trained policy's Fisher
 with its dense eigenvalues as the reference.
 
-    pip install curvlinops-for-pytorch==3.0.1   # only this benchmark needs it
+    pip install -e '.[bench]'   # curvlinops-for-pytorch 3.0.1
     python benchmarks/estimators.py [--run benchmarks/results/spectrum/runs/HalfCheetah-v4-s0] [--states 256]
 
 The run needs its checkpoint (`python benchmarks/spectrum_study.py` trains it). Prints, for the top 5
