@@ -11,10 +11,11 @@ from trpo.update import trpo_step
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-@pytest.mark.parametrize("method", ["mlp", "analytic", "autograd"])
+@pytest.mark.parametrize("method, preconditioner", [("mlp", "none"), ("analytic", "none"), ("autograd", "none"),
+                                                     ("mlp", "diagonal"), ("mlp", "kfac")])
 @pytest.mark.parametrize("kind", KINDS)
-def test_update_on_cuda_matches_cpu_without_host_sync(kind, method):
-    config = AlgoConfig(fisher_method=method)
+def test_update_on_cuda_matches_cpu_without_host_sync(kind, method, preconditioner):
+    config = AlgoConfig(fisher_method=method, cg_preconditioner=preconditioner)
     cpu_policy = tiny_policy(kind)
     batch = tiny_batch(cpu_policy)
     cuda_policy = tiny_policy(kind).cuda()

@@ -37,12 +37,13 @@ def flat(policy):
     return parameters_to_vector(policy.parameters()).detach().clone()
 
 
+@pytest.mark.parametrize("preconditioner", ["none", "diagonal", "kfac"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_npg_moves_exactly_the_full_step_along_the_dense_natural_gradient(kind):
+def test_npg_moves_exactly_the_full_step_along_the_dense_natural_gradient(kind, preconditioner):
     policy = tiny_policy(kind)
     batch = tiny_batch(policy)
     config = AlgoConfig(name="npg", max_kl=0.01, damping=0.1, cg_iters=3 * num_params(policy),
-                        cg_residual_tol=1e-28)
+                        cg_residual_tol=1e-28, cg_preconditioner=preconditioner)
     expected = reference_full_step(policy, *batch, config)
     before = flat(policy)
     stats = trpo_step(policy, *batch, config)

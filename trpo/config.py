@@ -14,6 +14,7 @@ OmegaConf.register_new_resolver("if_resuming", lambda resume, resumed, fresh: fr
 
 ALGO_NAMES = ("trpo", "npg")
 FISHER_METHOD_CHOICES = ("auto", "mlp", "analytic", "autograd")
+CG_PRECONDITIONERS = ("none", "diagonal", "kfac")
 
 
 ACTIVATION_NAMES = tuple(ACTIVATIONS)
@@ -34,6 +35,7 @@ class AlgoConfig:
     damping: float = 0.1
     cg_iters: int = 10
     cg_residual_tol: float = 1e-10
+    cg_preconditioner: str = "none"  # none | diagonal (the exact Fisher diagonal) | kfac (trpo.kfac)
     max_backtracks: int = 10
     backtrack_ratio: float = 0.8
     accept_ratio: float = 0.1
@@ -54,6 +56,7 @@ class AlgoConfig:
             "damping": (self.damping >= 0, "must be >= 0"),
             "cg_iters": (self.cg_iters >= 1, "must be an integer >= 1"),
             "cg_residual_tol": (self.cg_residual_tol >= 0, "must be >= 0"),
+            "cg_preconditioner": (self.cg_preconditioner in CG_PRECONDITIONERS, f"choose one of {CG_PRECONDITIONERS}"),
             "max_backtracks": (self.max_backtracks >= 1, "must be an integer >= 1"),
             "backtrack_ratio": (0 < self.backtrack_ratio < 1, "must be in (0, 1)"),
             "accept_ratio": (self.accept_ratio >= 0, "must be >= 0"),

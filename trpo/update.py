@@ -10,6 +10,7 @@ from torch.nn.utils import parameters_to_vector
 from trpo.advantages import normalize
 from trpo.config import AlgoConfig
 from trpo.curvature import DEFAULT_FISHER_METHOD, fisher_matvec, flat_grad, subsample_rows, unflatten
+from trpo.kfac import cg_preconditioner
 from trpo.linalg import conjugate_gradient_with_residual
 from trpo.policy import Policy
 from trpo.trust_region import line_search, natural_gradient_step, full_step
@@ -53,7 +54,9 @@ def trpo_step(
         method = DEFAULT_FISHER_METHOD[obs.device.type]
     fisher_obs = subsample_rows(obs, config.fisher_subsample, generator)
     matvec = fisher_matvec(policy, fisher_obs, config.damping, method)
-    step_dir, cg_residual = conjugate_gradient_with_residual(matvec, grad, config.cg_iters, config.cg_residual_tol)
+    preconditioner = cg_preconditioner(config.cg_preconditioner, policy, fisher_obs, config.damping)
+    step_dir, cg_residual = conjugate_gradient_with_residual(matvec, grad, config.cg_iters, config.cg_residual_tol,
+                                                             preconditioner)
     damped_step = matvec(step_dir)
     curvature = step_dir @ damped_step
     diagnostics = diagnose(matvec, grad, step_dir, damped_step) if diagnose is not None else {}

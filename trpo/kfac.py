@@ -1,0 +1,148 @@
+"""K-FAC: the policy's Fisher approximated per linear layer by a Kronecker product (Martens and Grosse 2015).
+
+For a linear layer s = W x + b of the policy's MLP, write x~ = [x, 1] and g for the gradient of the
+network's output at s. Its block of F = E_s[J^T M J] (M the distribution's own Fisher metric) is
+E[(g g^T) (x) (x~ x~^T)] over the flat [out, in + 1] layout, which K-FAC replaces by G (x) A with
+A = E[x~ x~^T] and G = E[J_s^T M J_s]. G is exact, not sampled: M = L L^T per state (eigh of the
+C x C metric, C the output width), and each column of L is backpropagated through the network.
+The Gaussian's log-std block of F is exactly 2 I, and F has no mean/log-std cross terms.
+
+With no hidden layer and a state-independent M (the Gaussian), G (x) A is F's block exactly.
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.func import jvp
+
+from trpo.policy import GaussianPolicy, Policy
+
+
+@dataclass(frozen=True)
+class LayerFactors:
+    """One linear layer's K-FAC factors and what the exact diagonal needs."""
+
+    name: str  # the layer's prefix in policy.named_parameters(), e.g. "mean.0"
+    inputs: Tensor  # x~ per state [B, in + 1]
+    output_grads: Tensor  # the metric's factor columns backpropagated to s, per state [B, C, out]
+
+    @property
+    def A(self) -> Tensor:
+        return self.inputs.T @ self.inputs / self.inputs.shape[0]
+
+    @property
+    def G(self) -> Tensor:
+        g = self.output_grads
+        return torch.einsum("bko,bkp->op", g, g) / g.shape[0]
+
+
+def _metric_factors(policy: Policy, outputs: tuple[Tensor, ...]) -> Tensor:
+    """L per state [B, C, C] (row k: the k-th factor column) with M = L^T L, M the metric on the first output."""
+    first = outputs[0]
+    width = first.shape[-1]
+    columns = []
+    for k in range(width):  # M e_k for every state, through the policy's own metric
+        basis = torch.zeros_like(first)
+        basis[:, k] = 1.0
+        tangent = (basis,) + tuple(torch.zeros_like(o) for o in outputs[1:])
+        columns.append(policy.fisher_metric(outputs, tangent)[0])
+    metric = torch.stack(columns, dim=-1)
+    values, vectors = torch.linalg.eigh((metric + metric.transpose(1, 2)) / 2)
+    return (vectors * values.clamp(min=0).sqrt().unsqueeze(1)).transpose(1, 2)
+
+
+def layer_factors(policy: Policy, obs: Tensor) -> list[LayerFactors]:
+    """Each linear layer's inputs and backpropagated metric factors over obs [B, obs_dim], first layer first."""
+    prefix = "mean" if isinstance(policy, GaussianPolicy) else "logits"
+    body = getattr(policy, prefix)
+    linears = [(f"{prefix}.{i}", m) for i, m in enumerate(body) if isinstance(m, nn.Linear)]
+    activations = [m for m in body if not isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        inputs, slopes = [], []
+        x = policy.normalizer(obs)
+        for (_, layer), activation in zip(linears, activations):
+            inputs.append(x)
+            z = layer(x)
+            x, slope = jvp(activation, (z,), (torch.ones_like(z),))  # elementwise: the derivative itself
+            slopes.append(slope)
+        inputs.append(x)
+        back = _metric_factors(policy, tuple(o.detach() for o in policy(obs)))
+        grads = [back]
+        for i in range(len(linears) - 1, 0, -1):
+            back = (back @ linears[i][1].weight) * slopes[i - 1].unsqueeze(1)
+            grads.append(back)
+    ones = torch.ones_like(obs[:, :1])
+    return [LayerFactors(name, torch.cat([x, ones.expand(x.shape[0], 1)], 1), g)
+            for (name, _), x, g in zip(linears, inputs, reversed(grads))]
+
+
+def fisher_diagonal(policy: Policy, obs: Tensor) -> Tensor:
+    """The exact diagonal of F over obs, flat in the order of policy.parameters()."""
+    pieces = {}
+    for layer in layer_factors(policy, obs):
+        squared = torch.einsum("bko,bi->oi", layer.output_grads.square(), layer.inputs.square())
+        squared = squared / layer.inputs.shape[0]
+        pieces[f"{layer.name}.weight"], pieces[f"{layer.name}.bias"] = squared[:, :-1], squared[:, -1]
+    return _flat(policy, pieces, log_std=2.0)
+
+
+def kfac_preconditioner(policy: Policy, obs: Tensor, damping: float) -> Callable[[Tensor], Tensor]:
+    """v -> approximately (F + damping I)^-1 v, F the policy's Fisher over obs, by K-FAC.
+
+    Per layer (G + damping^1/2 / pi I)^-1 V (A + pi damping^1/2 I)^-1 on V = [V_W | V_b] (factored
+    Tikhonov, pi^2 = (tr A / dim A) / (tr G / dim G) balances the two factors), the inverses by
+    Cholesky without a host synchronization (torch.linalg.eigh would check its result on the host);
+    the log-std block divides by 2 + damping. Exact where K-FAC is (no hidden layer, Gaussian) with
+    damping 0.
+    """
+    if damping < 0:
+        raise ValueError(f"damping={damping} must be >= 0")
+    inverses = []
+    for layer in layer_factors(policy, obs):
+        A, G = layer.A, layer.G
+        pi = torch.sqrt((A.trace() / A.shape[0]) / (G.trace() / G.shape[0]))
+        root = damping ** 0.5
+        inverses.append((layer.name, _spd_inverse(G + root / pi * torch.eye(G.shape[0], dtype=G.dtype, device=G.device)),
+                         _spd_inverse(A + root * pi * torch.eye(A.shape[0], dtype=A.dtype, device=A.device))))
+    shapes = {name: p.shape for name, p in policy.named_parameters()}
+
+    def apply(v: Tensor) -> Tensor:
+        pieces = dict(zip(shapes, torch.split(v, [shape.numel() for shape in shapes.values()])))
+        out = {}
+        for name, g_inverse, a_inverse in inverses:
+            weight = pieces[f"{name}.weight"].view(shapes[f"{name}.weight"])
+            matrix = g_inverse @ torch.cat([weight, pieces[f"{name}.bias"].unsqueeze(1)], 1) @ a_inverse
+            out[f"{name}.weight"], out[f"{name}.bias"] = matrix[:, :-1], matrix[:, -1]
+        if "log_std" in pieces:
+            out["log_std"] = pieces["log_std"] / (2.0 + damping)
+        return torch.cat([out[name].reshape(-1) for name in shapes])
+
+    return apply
+
+
+def cg_preconditioner(name: str, policy: Policy, obs: Tensor, damping: float) -> Callable[[Tensor], Tensor] | None:
+    """The preconditioner `algo.cg_preconditioner` names, for CG on (F + damping I) x = g over obs: None for
+    "none", r / (diag F + damping) for "diagonal", K-FAC for "kfac"."""
+    if name == "none":
+        return None
+    if name == "diagonal":
+        inverse = 1.0 / (fisher_diagonal(policy, obs) + damping)
+        return lambda r: r * inverse
+    if name == "kfac":
+        return kfac_preconditioner(policy, obs, damping)
+    raise ValueError(f"cg_preconditioner={name!r} is not a preconditioner; choose none, diagonal or kfac")
+
+
+def _spd_inverse(matrix: Tensor) -> Tensor:
+    """The inverse of a symmetric positive definite matrix by Cholesky (cholesky_ex: no host synchronization)."""
+    factor, _ = torch.linalg.cholesky_ex(matrix)
+    return torch.cholesky_inverse(factor)
+
+
+def _flat(policy: Policy, pieces: dict[str, Tensor], log_std: float) -> Tensor:
+    """pieces in the order of policy.parameters(); a Gaussian's log_std filled with the constant log_std."""
+    return torch.cat([pieces[name].reshape(-1) if name in pieces else torch.full((p.numel(),), log_std, dtype=p.dtype,
+                                                                                 device=p.device)
+                      for name, p in policy.named_parameters()])
