@@ -1,10 +1,10 @@
 """K-FAC: the policy's Fisher approximated per linear layer by a Kronecker product (Martens and Grosse 2015).
 
-For a linear layer s = W x + b of the policy's MLP, write x~ = [x, 1] and g for the gradient of the
-network's output at s. Its block of F = E_s[J^T M J] (M the distribution's own Fisher metric) is
-E[(g g^T) (x) (x~ x~^T)] over the flat [out, in + 1] layout, which K-FAC replaces by G (x) A with
-A = E[x~ x~^T] and G = E[J_s^T M J_s]. G is exact, not sampled: M = L L^T per state (eigh of the
-C x C metric, C the output width), and each column of L is backpropagated through the network.
+For a linear layer s = W x + b of the policy's MLP, write x~ = [x, 1] and J_s for the Jacobian of the
+network's output at s. Its block of F = E[J^T M J] (M the distribution's own Fisher metric, C x C
+per state, C the output width) is E[(J_s^T M J_s) (x) (x~ x~^T)] over the flat [out, in + 1]
+layout, which K-FAC replaces by G (x) A with A = E[x~ x~^T] and G = E[J_s^T M J_s]. G is exact, not
+sampled: the C rows of J_s are backpropagated through the network and contracted with M itself.
 The Gaussian's log-std block of F is exactly 2 I, and F has no mean/log-std cross terms.
 
 With no hidden layer and a state-independent M (the Gaussian), G (x) A is F's block exactly.
@@ -22,11 +22,12 @@ from trpo.policy import GaussianPolicy, Policy
 
 @dataclass(frozen=True)
 class LayerFactors:
-    """One linear layer's K-FAC factors and what the exact diagonal needs."""
+    """One linear layer's inputs and output Jacobians, from which its K-FAC factors and exact diagonal follow."""
 
     name: str  # the layer's prefix in policy.named_parameters(), e.g. "mean.0"
     inputs: Tensor  # x~ per state [B, in + 1]
-    output_grads: Tensor  # the metric's factor columns backpropagated to s, per state [B, C, out]
+    jacobian: Tensor  # d output / d s per state [B, C, out]
+    metric: Tensor  # M per state [B, C, C]
 
     @property
     def A(self) -> Tensor:
@@ -34,27 +35,26 @@ class LayerFactors:
 
     @property
     def G(self) -> Tensor:
-        g = self.output_grads
-        return torch.einsum("bko,bkp->op", g, g) / g.shape[0]
+        return torch.einsum("bco,bcp->op", self.jacobian, self.metric @ self.jacobian) / self.jacobian.shape[0]
+
+    def per_state_g_diagonal(self) -> Tensor:
+        """diag(J_s^T M J_s) per state [B, out]."""
+        return (self.jacobian * (self.metric @ self.jacobian)).sum(1)
 
 
-def _metric_factors(policy: Policy, outputs: tuple[Tensor, ...]) -> Tensor:
-    """L per state [B, C, C] (row k: the k-th factor column) with M = L^T L, M the metric on the first output."""
+def _metric(policy: Policy, outputs: tuple[Tensor, ...]) -> Tensor:
+    """M per state [B, C, C], the policy's own metric on its first output, column by column."""
     first = outputs[0]
-    width = first.shape[-1]
     columns = []
-    for k in range(width):  # M e_k for every state, through the policy's own metric
+    for k in range(first.shape[-1]):
         basis = torch.zeros_like(first)
         basis[:, k] = 1.0
-        tangent = (basis,) + tuple(torch.zeros_like(o) for o in outputs[1:])
-        columns.append(policy.fisher_metric(outputs, tangent)[0])
-    metric = torch.stack(columns, dim=-1)
-    values, vectors = torch.linalg.eigh((metric + metric.transpose(1, 2)) / 2)
-    return (vectors * values.clamp(min=0).sqrt().unsqueeze(1)).transpose(1, 2)
+        columns.append(policy.fisher_metric(outputs, (basis,) + tuple(torch.zeros_like(o) for o in outputs[1:]))[0])
+    return torch.stack(columns, dim=-1)
 
 
 def layer_factors(policy: Policy, obs: Tensor) -> list[LayerFactors]:
-    """Each linear layer's inputs and backpropagated metric factors over obs [B, obs_dim], first layer first."""
+    """Each linear layer's inputs and output Jacobians over obs [B, obs_dim], first layer first."""
     prefix = "mean" if isinstance(policy, GaussianPolicy) else "logits"
     body = getattr(policy, prefix)
     linears = [(f"{prefix}.{i}", m) for i, m in enumerate(body) if isinstance(m, nn.Linear)]
@@ -68,22 +68,24 @@ def layer_factors(policy: Policy, obs: Tensor) -> list[LayerFactors]:
             x, slope = jvp(activation, (z,), (torch.ones_like(z),))  # elementwise: the derivative itself
             slopes.append(slope)
         inputs.append(x)
-        back = _metric_factors(policy, tuple(o.detach() for o in policy(obs)))
-        grads = [back]
+        outputs = tuple(o.detach() for o in policy(obs))
+        metric = _metric(policy, outputs)
+        width = outputs[0].shape[-1]
+        back = torch.eye(width, dtype=obs.dtype, device=obs.device).expand(obs.shape[0], width, width)
+        jacobians = [back]
         for i in range(len(linears) - 1, 0, -1):
             back = (back @ linears[i][1].weight) * slopes[i - 1].unsqueeze(1)
-            grads.append(back)
+            jacobians.append(back)
     ones = torch.ones_like(obs[:, :1])
-    return [LayerFactors(name, torch.cat([x, ones.expand(x.shape[0], 1)], 1), g)
-            for (name, _), x, g in zip(linears, inputs, reversed(grads))]
+    return [LayerFactors(name, torch.cat([x, ones], 1), jacobian, metric)
+            for (name, _), x, jacobian in zip(linears, inputs, reversed(jacobians))]
 
 
 def fisher_diagonal(policy: Policy, obs: Tensor) -> Tensor:
     """The exact diagonal of F over obs, flat in the order of policy.parameters()."""
     pieces = {}
     for layer in layer_factors(policy, obs):
-        squared = torch.einsum("bko,bi->oi", layer.output_grads.square(), layer.inputs.square())
-        squared = squared / layer.inputs.shape[0]
+        squared = layer.per_state_g_diagonal().T @ layer.inputs.square() / layer.inputs.shape[0]
         pieces[f"{layer.name}.weight"], pieces[f"{layer.name}.bias"] = squared[:, :-1], squared[:, -1]
     return _flat(policy, pieces, log_std=2.0)
 
