@@ -1,14 +1,24 @@
 """K-FAC factors, the exact Fisher diagonal and preconditioned CG, against brute-force references."""
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
+from torch.nn.utils import parameters_to_vector
 
-from policies import KINDS, OBS_DIM, tiny_policy
-from reference import dense_fisher, dense_matrix, reference_kl
+import trpo
+from policies import KINDS, OBS_DIM, tiny_batch, tiny_policy
+from reference import dense_fisher, dense_matrix, reference_kl, reference_log_prob
+from trpo.config import AlgoConfig
 from trpo.kfac import fisher_diagonal, kfac_preconditioner, layer_factors
 from trpo.linalg import conjugate_gradient
 from trpo.policy import GaussianPolicy
+from trpo.update import trpo_step
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def states(size=40, seed=1):
@@ -133,3 +143,57 @@ def test_preconditioned_cg_reaches_the_same_solution_in_fewer_iterations():
     assert iterations_to(1e-6, jacobi) <= 20 < 60 <= iterations_to(1e-6, None)
     torch.testing.assert_close(conjugate_gradient(lambda v: matrix @ v, b, 7, 0.0, lambda r: r),
                                conjugate_gradient(lambda v: matrix @ v, b, 7, 0.0), rtol=1e-12, atol=0)
+
+
+def kfac_reference_step(policy, obs, actions, log_probs, advantages, config):
+    """d = P g (P: kfac_preconditioner), scaled by sqrt(2 max_kl / d^T (F + damping I) d) with the dense Fisher."""
+    normalized = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    ratio = torch.exp(reference_log_prob(policy, policy(obs), actions) - log_probs)
+    grads = torch.autograd.grad((ratio * normalized).mean(), list(policy.parameters()))
+    g = torch.cat([gr.reshape(-1) for gr in grads])
+    d = kfac_preconditioner(policy, obs, config.damping)(g)
+    damped = dense_fisher(policy, obs) + config.damping * torch.eye(len(g), dtype=g.dtype)
+    return d, torch.sqrt(2 * config.max_kl / (d @ damped @ d))
+
+
+def flat(policy):
+    return parameters_to_vector(policy.parameters()).detach().clone()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("max_kl", [0.001, 0.02])
+def test_algo_kfac_steps_along_the_kfac_direction_and_never_accepts_a_step_over_max_kl(kind, seed, max_kl):
+    policy = tiny_policy(kind, seed=seed)
+    obs, actions, log_probs, advantages = batch = tiny_batch(policy, size=60, seed=seed)
+    config = AlgoConfig(name="kfac", max_kl=max_kl)
+    direction, scale = kfac_reference_step(policy, *batch, config)
+    before, old = flat(policy), tuple(o.detach().clone() for o in policy(obs))
+    stats = trpo_step(policy, *batch, config)
+    kl = reference_kl(policy, old, policy(obs)).mean()
+    assert kl <= max_kl
+    assert stats["policy/accepted"].item() == 1  # these batches all have an acceptable step
+    torch.testing.assert_close(flat(policy) - before, stats["policy/step_fraction"] * scale * direction,
+                               rtol=1e-6, atol=1e-10)
+
+
+def test_acktr_kl_clip_takes_the_clipped_full_step_without_a_line_search():
+    policy = tiny_policy("gaussian")
+    batch = tiny_batch(policy, size=60)
+    for lr, max_kl in ((1e-3, 0.01), (10.0, 0.01)):  # the learning rate binds, then the KL clip does
+        config = AlgoConfig(name="kfac", acktr_kl_clip=True, acktr_lr=lr, max_kl=max_kl)
+        fresh = tiny_policy("gaussian")
+        direction, scale = kfac_reference_step(fresh, *batch, config)
+        before = flat(fresh)
+        stats = trpo_step(fresh, *batch, config)
+        torch.testing.assert_close(flat(fresh) - before, min(lr, scale.item()) * direction, rtol=1e-6, atol=1e-12)
+        assert stats["policy/line_search_steps"].item() == 0
+
+
+def test_algo_kfac_trains_with_an_env_preset(tmp_path):
+    run = trpo.train("Pendulum-v1", ["debug=smoke", "algo=kfac"], run_dir=tmp_path)
+    assert run.config.algo.name == "kfac"
+    assert run.config.algo.max_kl == OmegaConf.load(CONF / "env" / "Pendulum-v1.yaml").algo.max_kl  # the preset's
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(row["policy/kl"] <= run.config.algo.max_kl for row in rows)
+    assert any(row["policy/accepted"] == 1 for row in rows)

@@ -12,7 +12,7 @@ from trpo.policy import ACTIVATIONS
 OmegaConf.register_new_resolver("if_resuming", lambda resume, resumed, fresh: fresh if resume is None else resumed,
                                 replace=True)
 
-ALGO_NAMES = ("trpo", "npg")
+ALGO_NAMES = ("trpo", "npg", "kfac")
 FISHER_METHOD_CHOICES = ("auto", "mlp", "analytic", "autograd")
 CG_PRECONDITIONERS = ("none", "diagonal", "kfac")
 
@@ -30,12 +30,16 @@ def _check(section: str, name: str, value, ok: bool, allowed: str) -> None:
 class AlgoConfig:
     """The policy update (TRPO or NPG), advantage estimation and the value fit."""
 
-    name: str = "trpo"  # trpo: KL-bounded line search | npg: the full natural-gradient step, no search
+    # trpo: CG direction, KL-bounded line search | npg: CG direction, the full step, no search |
+    # kfac: the K-FAC direction (trpo.kfac), its length from the exact FVP, then TRPO's line search
+    name: str = "trpo"
     max_kl: float = 0.01
     damping: float = 0.1
     cg_iters: int = 10
     cg_residual_tol: float = 1e-10
     cg_preconditioner: str = "none"  # none | diagonal (the exact Fisher diagonal) | kfac (trpo.kfac)
+    acktr_kl_clip: bool = False  # algo=kfac: ACKTR's step min(acktr_lr, sqrt(2 max_kl / d^T F d)) d, no line search
+    acktr_lr: float = 0.25  # ACKTR's largest step multiplier (Wu et al. 2017)
     max_backtracks: int = 10
     backtrack_ratio: float = 0.8
     accept_ratio: float = 0.1
@@ -57,6 +61,7 @@ class AlgoConfig:
             "cg_iters": (self.cg_iters >= 1, "must be an integer >= 1"),
             "cg_residual_tol": (self.cg_residual_tol >= 0, "must be >= 0"),
             "cg_preconditioner": (self.cg_preconditioner in CG_PRECONDITIONERS, f"choose one of {CG_PRECONDITIONERS}"),
+            "acktr_lr": (self.acktr_lr > 0, "must be > 0"),
             "max_backtracks": (self.max_backtracks >= 1, "must be an integer >= 1"),
             "backtrack_ratio": (0 < self.backtrack_ratio < 1, "must be in (0, 1)"),
             "accept_ratio": (self.accept_ratio >= 0, "must be >= 0"),

@@ -10,7 +10,7 @@ from torch.nn.utils import parameters_to_vector
 from trpo.advantages import normalize
 from trpo.config import AlgoConfig
 from trpo.curvature import DEFAULT_FISHER_METHOD, fisher_matvec, flat_grad, subsample_rows, unflatten
-from trpo.kfac import cg_preconditioner
+from trpo.kfac import cg_preconditioner, kfac_preconditioner
 from trpo.linalg import conjugate_gradient_with_residual
 from trpo.policy import Policy
 from trpo.trust_region import line_search, natural_gradient_step, full_step
@@ -54,13 +54,12 @@ def trpo_step(
         method = DEFAULT_FISHER_METHOD[obs.device.type]
     fisher_obs = subsample_rows(obs, config.fisher_subsample, generator)
     matvec = fisher_matvec(policy, fisher_obs, config.damping, method)
-    preconditioner = cg_preconditioner(config.cg_preconditioner, policy, fisher_obs, config.damping)
-    step_dir, cg_residual = conjugate_gradient_with_residual(matvec, grad, config.cg_iters, config.cg_residual_tol,
-                                                             preconditioner)
-    damped_step = matvec(step_dir)
+    step_dir, damped_step, cg_residual = natural_direction(policy, fisher_obs, matvec, grad, config)
     curvature = step_dir @ damped_step
     diagnostics = diagnose(matvec, grad, step_dir, damped_step) if diagnose is not None else {}
     step = full_step(step_dir, curvature, config.max_kl)
+    if config.name == "kfac" and config.acktr_kl_clip:  # ACKTR: min(lr, sqrt(2 max_kl / d^T F d)) d
+        step = torch.clamp(torch.sqrt(2.0 * config.max_kl / curvature), max=config.acktr_lr) * step_dir
     expected_gain = grad @ step
     # Guard: a non-finite gradient or direction, or non-positive curvature, leaves theta unchanged.
     valid = torch.isfinite(grad).all() & torch.isfinite(step).all() & (curvature > 0)
@@ -72,7 +71,7 @@ def trpo_step(
         gain = (torch.exp(log_ratio) * advantages).mean() - surrogate.detach()
         return policy.kl(old_dist_params, new_dist_params).mean(), gain
 
-    if config.name == "trpo":
+    if config.name == "trpo" or (config.name == "kfac" and not config.acktr_kl_clip):
         result = line_search(
             evaluate, theta_old, step, expected_gain, config.max_kl,
             config.max_backtracks, config.backtrack_ratio, config.accept_ratio, valid,
@@ -97,6 +96,20 @@ def trpo_step(
         "policy/entropy": entropy,
         **diagnostics,
     }
+
+
+def natural_direction(policy: Policy, obs: Tensor, matvec: Callable[[Tensor], Tensor], grad: Tensor,
+                      config: AlgoConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """x ~ (F + damping I)^-1 g by CG (preconditioned as config says) or, for algo=kfac, by K-FAC alone;
+    returns x, (F + damping I) x and the squared residual |(F + damping I) x - g|^2."""
+    if config.name == "kfac":
+        step_dir = kfac_preconditioner(policy, obs, config.damping)(grad)
+        damped_step = matvec(step_dir)
+        return step_dir, damped_step, (damped_step - grad).square().sum()
+    preconditioner = cg_preconditioner(config.cg_preconditioner, policy, obs, config.damping)
+    step_dir, residual = conjugate_gradient_with_residual(matvec, grad, config.cg_iters, config.cg_residual_tol,
+                                                          preconditioner)
+    return step_dir, matvec(step_dir), residual
 
 
 def fit_value(
