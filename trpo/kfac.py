@@ -90,38 +90,49 @@ def fisher_diagonal(policy: Policy, obs: Tensor) -> Tensor:
     return _flat(policy, pieces, log_std=2.0)
 
 
-def kfac_preconditioner(policy: Policy, obs: Tensor, damping: float) -> Callable[[Tensor], Tensor]:
-    """v -> approximately (F + damping I)^-1 v, F the policy's Fisher over obs, by K-FAC.
-
-    Per layer (G + damping^1/2 / pi I)^-1 V (A + pi damping^1/2 I)^-1 on V = [V_W | V_b] (factored
-    Tikhonov, pi^2 = (tr A / dim A) / (tr G / dim G) balances the two factors), the inverses by
-    Cholesky without a host synchronization (torch.linalg.eigh would check its result on the host);
-    the log-std block divides by 2 + damping. Exact where K-FAC is (no hidden layer, Gaussian) with
-    damping 0.
-    """
+def damped_factors(policy: Policy, obs: Tensor, damping: float) -> list[tuple[str, Tensor, Tensor]]:
+    """(layer name, G + damping^1/2 / pi I, A + pi damping^1/2 I) per layer: factored Tikhonov damping,
+    pi^2 = (tr A / dim A) / (tr G / dim G) balancing the two factors (Martens and Grosse 2015, 6.3)."""
     if damping < 0:
         raise ValueError(f"damping={damping} must be >= 0")
-    inverses = []
+    damped = []
     for layer in layer_factors(policy, obs):
         A, G = layer.A, layer.G
         pi = torch.sqrt((A.trace() / A.shape[0]) / (G.trace() / G.shape[0]))
-        root = damping ** 0.5
-        inverses.append((layer.name, _spd_inverse(G + root / pi * torch.eye(G.shape[0], dtype=G.dtype, device=G.device)),
-                         _spd_inverse(A + root * pi * torch.eye(A.shape[0], dtype=A.dtype, device=A.device))))
+        eye = lambda n: torch.eye(n, dtype=A.dtype, device=A.device)  # noqa: E731
+        damped.append((layer.name, G + damping ** 0.5 / pi * eye(G.shape[0]), A + damping ** 0.5 * pi * eye(A.shape[0])))
+    return damped
+
+
+def layerwise(policy: Policy, matrices: list[tuple[str, Tensor, Tensor]], log_std_scale: float) -> Callable[[Tensor], Tensor]:
+    """v -> per layer left @ [V_W | V_b] @ right (the Kronecker product left (x) right on the flat
+    [out, in + 1] layout), and log_std_scale * v on a Gaussian's log-std."""
     shapes = {name: p.shape for name, p in policy.named_parameters()}
 
     def apply(v: Tensor) -> Tensor:
         pieces = dict(zip(shapes, torch.split(v, [shape.numel() for shape in shapes.values()])))
         out = {}
-        for name, g_inverse, a_inverse in inverses:
+        for name, left, right in matrices:
             weight = pieces[f"{name}.weight"].view(shapes[f"{name}.weight"])
-            matrix = g_inverse @ torch.cat([weight, pieces[f"{name}.bias"].unsqueeze(1)], 1) @ a_inverse
+            matrix = left @ torch.cat([weight, pieces[f"{name}.bias"].unsqueeze(1)], 1) @ right
             out[f"{name}.weight"], out[f"{name}.bias"] = matrix[:, :-1], matrix[:, -1]
         if "log_std" in pieces:
-            out["log_std"] = pieces["log_std"] / (2.0 + damping)
+            out["log_std"] = pieces["log_std"] * log_std_scale
         return torch.cat([out[name].reshape(-1) for name in shapes])
 
     return apply
+
+
+def kfac_preconditioner(policy: Policy, obs: Tensor, damping: float) -> Callable[[Tensor], Tensor]:
+    """v -> approximately (F + damping I)^-1 v, F the policy's Fisher over obs, by K-FAC.
+
+    Per layer (G + damping^1/2 / pi I)^-1 V (A + pi damping^1/2 I)^-1 on V = [V_W | V_b]
+    (`damped_factors`), the inverses by Cholesky without a host synchronization (torch.linalg.eigh
+    would check its result on the host); the log-std block divides by 2 + damping. Exact where K-FAC
+    is (no hidden layer, Gaussian) with damping 0.
+    """
+    inverses = [(name, _spd_inverse(G), _spd_inverse(A)) for name, G, A in damped_factors(policy, obs, damping)]
+    return layerwise(policy, inverses, 1.0 / (2.0 + damping))
 
 
 def cg_preconditioner(name: str, policy: Policy, obs: Tensor, damping: float) -> Callable[[Tensor], Tensor] | None:
