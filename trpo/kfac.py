@@ -100,11 +100,13 @@ def damped_factors(policy: Policy, obs: Tensor, damping: float) -> list[tuple[st
         A, G = layer.A, layer.G
         pi = torch.sqrt((A.trace() / A.shape[0]) / (G.trace() / G.shape[0]))
         eye = lambda n: torch.eye(n, dtype=A.dtype, device=A.device)  # noqa: E731
-        damped.append((layer.name, G + damping ** 0.5 / pi * eye(G.shape[0]), A + damping ** 0.5 * pi * eye(A.shape[0])))
+        root = damping ** 0.5
+        damped.append((layer.name, G + root / pi * eye(G.shape[0]), A + root * pi * eye(A.shape[0])))
     return damped
 
 
-def layerwise(policy: Policy, matrices: list[tuple[str, Tensor, Tensor]], log_std_scale: float) -> Callable[[Tensor], Tensor]:
+def layerwise(policy: Policy, matrices: list[tuple[str, Tensor, Tensor]],
+              log_std_scale: float) -> Callable[[Tensor], Tensor]:
     """v -> per layer left @ [V_W | V_b] @ right (the Kronecker product left (x) right on the flat
     [out, in + 1] layout), and log_std_scale * v on a Gaussian's log-std."""
     shapes = {name: p.shape for name, p in policy.named_parameters()}
