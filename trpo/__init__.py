@@ -3,7 +3,8 @@
 `trpo.train(env_id, overrides=None, run_dir=None) -> Run` trains (the module trpo.train, callable);
 `trpo.load(path, device="cpu") -> Agent` loads a trained agent.
 `top_eigenvalues`, `hutchinson_trace`, `hutchinson_diagonal` and `spectral_density` estimate the
-spectrum of any symmetric matvec, such as a policy's Fisher (`trpo.curvature.fisher_matvec`).
+spectrum of any symmetric matvec, such as a policy's Fisher (`trpo.curvature.fisher_matvec`);
+`kfac_preconditioner(policy, obs, damping)` applies K-FAC's approximate (F + damping I)^-1.
 """
 
 import importlib
@@ -12,12 +13,13 @@ from trpo.advantages import gae
 from trpo.api import Agent, Run, load
 from trpo.curvature import fisher_vector_product
 from trpo.estimators import hutchinson_diagonal, hutchinson_trace, spectral_density, top_eigenvalues
+from trpo.kfac import kfac_preconditioner
 from trpo.linalg import conjugate_gradient
 from trpo.policy import CategoricalPolicy, GaussianPolicy
 
 __all__ = ["conjugate_gradient", "fisher_vector_product", "gae", "GaussianPolicy", "CategoricalPolicy",
            "train", "load", "Agent", "Run", "top_eigenvalues", "hutchinson_trace", "hutchinson_diagonal",
-           "spectral_density"]
+           "spectral_density", "kfac_preconditioner"]
 
 
 def __getattr__(name: str):
