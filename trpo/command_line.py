@@ -17,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trpo import checkpoint
 from trpo.config import Config, EnvConfig
-from trpo.envs import check_env_id, check_spaces, import_wrapper, make_env, make_envpool, route_mujoco_warnings
+from trpo.envs import (check_env_id, check_spaces, import_wrapper, make_env, make_envpool, make_render_env,
+                       route_mujoco_warnings)
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("algo", "env", "logger", "debug", "sweep")
@@ -164,6 +165,23 @@ def check_env_spaces(env_id: str, config: EnvConfig) -> None:
         env.close()
 
 
+def check_video(env_id: str, config: EnvConfig) -> None:
+    """eval.video=true: imageio is installed and one frame of the env renders, before anything is written."""
+    try:
+        import imageio  # noqa: F401
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        raise ValueError("eval.video=true needs imageio and imageio-ffmpeg: pip install 'trpo[video]'") from None
+    env = make_render_env(env_id, config)
+    try:
+        env.reset(seed=0)
+        env.render()
+    except Exception as error:  # MuJoCo and pygame raise several types when they cannot render
+        raise ValueError(f"eval.video=true: {env_id} cannot render ({type(error).__name__}: {error})") from None
+    finally:
+        env.close()
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' is invalid: no CUDA GPU is available; use device=cpu or device=auto")
@@ -205,6 +223,8 @@ def validated(overrides: list[str], run_dir: Path | None = None) -> tuple[Config
     check_run_dir(config, run_dir)
     check_writable(run_dir)
     check_env_spaces(config.env_id, config.env)
+    if config.eval.video:
+        check_video(config.env_id, config.env)
     if config.env.backend == "envpool":
         make_envpool(config.env_id, 1, config.seed).close()
     return config, run_dir

@@ -187,6 +187,7 @@ class DiagnosticsConfig:
 class EvalConfig:
     episodes: int = 10  # deterministic episodes of each evaluation
     every: int = 0  # environment steps between evaluations during training, logged as eval/episode_return (0: off)
+    video: bool = False  # record one deterministic episode at each evaluation and the final one (videos/, W&B)
 
     def __post_init__(self):
         _check("eval", "episodes", self.episodes, self.episodes >= 1, "must be an integer >= 1")

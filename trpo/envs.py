@@ -70,6 +70,25 @@ def make_env(env_id: str, config: EnvConfig, **options) -> gym.Env:
     return env
 
 
+TRACKING_CAMERA = "track"  # Gymnasium's MuJoCo models name their camera that follows the agent's centre of mass so
+
+
+def make_render_env(env_id: str, config: EnvConfig) -> gym.Env:
+    """One env rendering RGB frames that show the agent: a MuJoCo model's tracking camera where it has one
+    (since Gymnasium 1.x the default free camera stays where the episode began while the agent runs off);
+    other envs (classic control, MuJoCo models without one) render with their own camera."""
+    env = make_env(env_id, config, render_mode="rgb_array")
+    model = getattr(env.unwrapped, "model", None)
+    if model is None or not hasattr(model, "ncam"):
+        return env
+    import mujoco
+
+    if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, TRACKING_CAMERA) == -1:
+        return env
+    env.close()
+    return make_env(env_id, config, render_mode="rgb_array", camera_name=TRACKING_CAMERA)
+
+
 class SpareRewardScaling(gym.vector.VectorWrapper):
     """Below NormalizeReward: a non-finite reward reaches the running statistics as 0 and the collector
     as it was (info[NON_FINITE_REWARD]), so the trainer stops with statistics that every later reward

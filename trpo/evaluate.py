@@ -1,4 +1,5 @@
-"""Deterministic evaluation of a trained policy: `python -m trpo.evaluate <run dir> [episodes=10] [video=true]`."""
+"""Deterministic evaluation of a trained policy:
+`python -m trpo.evaluate <run dir> [episodes=10] [video=true] [video_episodes=1]`."""
 
 import os
 
@@ -15,7 +16,7 @@ from omegaconf import OmegaConf
 
 from trpo import checkpoint
 from trpo.config import Config, EnvConfig
-from trpo.envs import make_env, route_mujoco_warnings, vector_env_options
+from trpo.envs import make_env, make_render_env, route_mujoco_warnings, vector_env_options
 from trpo.models import build_models
 from trpo.policy import Policy
 
@@ -59,29 +60,40 @@ def env_action(action: np.ndarray, space: gym.Space) -> np.ndarray:
     return action.astype(np.int64) + getattr(space, "start", 0)
 
 
-def record_video(env_id: str, policy: Policy, path: Path, seed: int, env_config: EnvConfig) -> float:
-    """Render one deterministic episode to an MP4 at path; returns its return."""
+def record_video(env_id: str, policy: Policy, path: Path, seed: int, env_config: EnvConfig,
+                 episodes: int = 1) -> list[float]:
+    """Render `episodes` deterministic episodes one after another into an MP4 at path; returns their returns.
+
+    Episode i starts from evaluation episode i's seed, so the video shows episodes `evaluate_policy`
+    scores; MuJoCo envs render through the camera that follows the agent (`make_render_env`).
+    """
     try:
         import imageio
     except ImportError:
         sys.exit("video=true needs imageio and imageio-ffmpeg: pip install 'trpo[video]'")
-    env = make_env(env_id, env_config, render_mode="rgb_array")
-    try:
-        obs, _ = env.reset(seed=seed + EVAL_SEED_OFFSET)
-        frames, total, done = [env.render()], 0.0, False
-    except Exception as error:  # MuJoCo raises several types when no OpenGL/EGL library loads
-        sys.exit(f"rendering {env_id} failed ({type(error).__name__}: {error}). Headless MuJoCo rendering uses EGL "
-                 "(MUJOCO_GL=egl): install the system packages libegl1 and libgl1-mesa-dri "
-                 "(apt-get install libegl1 libgl1-mesa-dri)")
-    while not done:
-        action = deterministic_action(policy, obs[None], env.action_space)[0]
-        obs, reward, terminated, truncated, _ = env.step(action)
-        total, done = total + float(reward), terminated or truncated
-        frames.append(env.render())
+    env = make_render_env(env_id, env_config)
+    frames, returns = [], []
+    for episode in range(episodes):
+        try:
+            obs, _ = env.reset(seed=seed + EVAL_SEED_OFFSET + episode)
+            frames.append(env.render())
+        except Exception as error:  # MuJoCo raises several types when no OpenGL/EGL library loads
+            env.close()
+            sys.exit(f"rendering {env_id} failed ({type(error).__name__}: {error}). Headless MuJoCo rendering uses "
+                     "EGL (MUJOCO_GL=egl): install the system packages libegl1 and libgl1-mesa-dri "
+                     "(apt-get install libegl1 libgl1-mesa-dri)")
+        total, done = 0.0, False
+        while not done:
+            action = deterministic_action(policy, obs[None], env.action_space)[0]
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total, done = total + float(reward), terminated or truncated
+            frames.append(env.render())
+        returns.append(total)
+    fps = env.metadata.get("render_fps", 30)
     env.close()
     path.parent.mkdir(parents=True, exist_ok=True)
-    imageio.mimwrite(path, frames, fps=env.metadata.get("render_fps", 30))
-    return total
+    imageio.mimwrite(path, frames, fps=fps)
+    return returns
 
 
 def load_run(run_dir: Path) -> tuple[Config, Policy, gym.Space]:
@@ -104,14 +116,20 @@ def load_run(run_dir: Path) -> tuple[Config, Policy, gym.Space]:
 
 
 def main(argv: list[str]) -> None:
+    usage = "usage: python -m trpo.evaluate <run dir> [episodes=10] [video=true] [video_episodes=1]"
     if not argv or "=" in argv[0]:
-        sys.exit("usage: python -m trpo.evaluate <run dir> [episodes=10] [video=true]")
+        sys.exit(usage)
     options = dict(arg.split("=", 1) for arg in argv[1:] if "=" in arg)
-    unknown = set(options) - {"episodes", "video"} or (set(argv[1:]) - {f"{k}={v}" for k, v in options.items()})
+    allowed = {"episodes", "video", "video_episodes"}
+    unknown = set(options) - allowed or (set(argv[1:]) - {f"{k}={v}" for k, v in options.items()})
     if unknown:
-        sys.exit(f"unknown option(s) {sorted(unknown)}; allowed: episodes=<int>, video=true|false")
+        sys.exit(f"unknown option(s) {sorted(unknown)}; allowed: episodes=<int>, video=true|false, "
+                 "video_episodes=<int>")
     if options.get("video", "false") not in ("true", "false"):
         sys.exit(f"video={options['video']!r} is invalid: use video=true or video=false")
+    for key in ("episodes", "video_episodes"):
+        if key in options and (not options[key].isdigit() or int(options[key]) < 1):
+            sys.exit(f"{key}={options[key]!r} is invalid: must be an integer >= 1")
     run_dir = Path(argv[0])
     config, policy, _ = load_run(run_dir)
     returns = evaluate_policy(config.env_id, policy, int(options.get("episodes", config.eval.episodes)), config.seed,
@@ -119,8 +137,10 @@ def main(argv: list[str]) -> None:
     print(f"{config.env_id}: return {returns.mean():.2f} +- {returns.std():.2f} over {len(returns)} episodes")
     if options.get("video") == "true":
         path = run_dir / "videos" / "eval.mp4"
-        video_return = record_video(config.env_id, policy, path, config.seed, config.env)
-        print(f"video of one episode (return {video_return:.2f}): {path}")
+        video_returns = record_video(config.env_id, policy, path, config.seed, config.env,
+                                     int(options.get("video_episodes", 1)))
+        print(f"video of {len(video_returns)} episode(s) (returns {', '.join(f'{r:.2f}' for r in video_returns)}): "
+              f"{path}")
 
 
 if __name__ == "__main__":

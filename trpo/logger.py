@@ -81,6 +81,10 @@ class RunLogger:
                  record["rollout/episode_return"], record["policy/kl"], record["time/sps"])
         return record
 
+    def video(self, path: Path, global_step: int) -> None:
+        """An evaluation video (MP4) into W&B at global_step; an offline run keeps it for `wandb sync`."""
+        self.wandb.log({"eval/video": wandb.Video(str(path), format="mp4"), "global_step": global_step})
+
     def summary(self, values: dict[str, float]) -> None:
         """Final figures (e.g. the deterministic evaluation) into the W&B summary."""
         self.wandb.summary.update(values)

@@ -29,7 +29,7 @@ from trpo.collector import Rollout
 from trpo.config import AlgoConfig, Config, DiagnosticsConfig
 from trpo.diagnostics import curvature_diagnostics
 from trpo.estimators import default_iters
-from trpo.evaluate import evaluate_policy
+from trpo.evaluate import evaluate_policy, record_video
 from trpo.logger import RunLogger
 from trpo.models import build_models
 from trpo.policy import Policy, ValueNetwork
@@ -101,6 +101,8 @@ def train(config: Config, run_dir: Path) -> float:
                 if evaluation_due(config.eval.every, global_step, rollout.rewards.numel()):
                     unlogged["eval/episode_return"] = float(evaluate_policy(
                         config.env_id, acting_policy, config.eval.episodes, config.seed, config.env).mean())
+                    if config.eval.video:
+                        record_evaluation_video(config, acting_policy, run_dir, global_step, logger)
                 if iteration % config.checkpoint.every == 0:
                     unlogged = log_iteration(logger, unlogged, value_fitter)
                     save_checkpoint(run_dir, policy, value, value_fitter, envs, state, generator, global_step, iteration)
@@ -109,6 +111,8 @@ def train(config: Config, run_dir: Path) -> float:
         if stop.requested:
             raise checkpoint.Stopped(stop.signal, global_step, run_dir)
         returns = evaluate_policy(config.env_id, acting_policy, config.eval.episodes, config.seed, config.env)
+        if config.eval.video:
+            record_evaluation_video(config, acting_policy, run_dir, global_step, logger)
         final = {"eval/episode_return": float(returns.mean()), "eval/episode_return_std": float(returns.std()),
                  "eval/episodes": len(returns), "global_step": global_step,
                  "time/wall_s": time.perf_counter() - run_started}
@@ -186,6 +190,17 @@ def episode_metrics(state: stepping.CollectorState, recent: int = 10) -> dict[st
     return {"rollout/episode_return": float(np.mean(returns)) if returns else 0.0,
             "rollout/episode_length": float(np.mean(lengths)) if lengths else 0.0,
             "rollout/episodes": len(state.episode_returns)}
+
+
+def record_evaluation_video(config: Config, policy: Policy, run_dir: Path, global_step: int,
+                            logger: RunLogger) -> None:
+    """One deterministic episode (evaluation episode 0) as videos/step-<global_step>.mp4, and into W&B;
+    once per step (a periodic evaluation at the last step has recorded the final one)."""
+    path = run_dir / "videos" / f"step-{global_step:09d}.mp4"
+    if path.exists():
+        return
+    record_video(config.env_id, policy, path, config.seed, config.env)
+    logger.video(path, global_step)
 
 
 def evaluation_due(every: int, global_step: int, steps: int) -> bool:
