@@ -93,3 +93,19 @@ def test_evaluate_records_several_episodes_and_rejects_bad_counts(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "trpo.evaluate", str(tmp_path), "video=true", "video_episodes=0"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "video_episodes='0' is invalid: must be an integer >= 1" in bad.stderr
+
+
+def test_the_wider_floor_changes_the_picture_only():
+    rendered, plain = make_render_env("HalfCheetah-v4", EnvConfig()), make_env("HalfCheetah-v4", EnvConfig())
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(200, 6))
+    observations, rewards = [], []
+    for env in (rendered, plain):
+        obs, _ = env.reset(seed=3)
+        steps = [env.step(action) for action in actions]
+        observations.append(np.stack([obs] + [step[0] for step in steps]))
+        rewards.append([step[1] for step in steps])
+        env.close()
+    np.testing.assert_array_equal(observations[0], observations[1])
+    assert rewards[0] == rewards[1]
+    floor = rendered.unwrapped.model.geom_type == mujoco.mjtGeom.mjGEOM_PLANE
+    assert (rendered.unwrapped.model.geom_size[floor, 0] > plain.unwrapped.model.geom_size[floor, 0]).all()

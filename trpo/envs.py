@@ -86,7 +86,21 @@ def make_render_env(env_id: str, config: EnvConfig) -> gym.Env:
     if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, TRACKING_CAMERA) == -1:
         return env
     env.close()
-    return make_env(env_id, config, render_mode="rgb_array", camera_name=TRACKING_CAMERA)
+    env = make_env(env_id, config, render_mode="rgb_array", camera_name=TRACKING_CAMERA)
+    _widen_floors(env.unwrapped.model, mujoco)
+    return env
+
+
+FLOOR_SCALE = 50  # a 40 m floor (HalfCheetah's) ends long before a trained agent's 300 m
+
+
+def _widen_floors(model, mujoco) -> None:
+    """Draw every plane FLOOR_SCALE times wider, its texture repeated as often: a plane collides as an
+    infinite one whatever its size, so only the picture changes (the agent no longer runs off the floor)."""
+    planes = model.geom_type == mujoco.mjtGeom.mjGEOM_PLANE
+    model.geom_size[planes, :2] *= FLOOR_SCALE
+    materials = model.geom_matid[planes]
+    model.mat_texrepeat[materials[materials >= 0]] *= FLOOR_SCALE
 
 
 class SpareRewardScaling(gym.vector.VectorWrapper):
