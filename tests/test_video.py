@@ -52,7 +52,8 @@ def shares_along_a_run(env, metres: float, seed: int = 0) -> list[float]:
 
 
 @pytest.mark.parametrize("env_id, minimum", [("HalfCheetah-v4", 0.02), ("Ant-v4", 0.05), ("Hopper-v4", 0.015),
-                                             ("HalfCheetah-v5", 0.02)])
+                                             ("Walker2d-v4", 0.013), ("Swimmer-v4", 0.025), ("Humanoid-v4", 0.01),
+                                             ("HalfCheetah-v5", 0.02), ("Ant-v5", 0.05)])
 def test_the_camera_keeps_the_agent_in_the_frame_as_it_travels(env_id, minimum):
     env = make_render_env(env_id, EnvConfig())
     shares = shares_along_a_run(env, metres=30.0)
