@@ -110,18 +110,16 @@ def _autograd_product(policy: Policy, obs: Tensor) -> Callable[[Tensor], Tensor]
     return product
 
 
-def _mlp_product(policy: Policy, obs: Tensor) -> Callable[[Tensor], Tensor]:
-    # The Gauss-Newton product of `_analytic_product` with the MLP's derivatives written out: a
-    # forward pass of tangents (dz = x dW^T + db + dx W^T, dx' = act'(z) dz), the distribution's
-    # metric, then ordinary backpropagation. Each product is a dozen matrix operations; torch.func's
-    # generic transforms and autograd's graphs cost several times that on small networks.
-    gaussian = isinstance(policy, GaussianPolicy)
-    prefix = "mean" if gaussian else "logits"
+def mlp_pass(policy: Policy, obs: Tensor) -> tuple[dict[str, nn.Linear], list[Tensor], list[Tensor],
+                                                  tuple[Tensor, ...]]:
+    """The policy MLP's forward pass over obs, kept for its derivatives: its linear layers by parameter
+    prefix (e.g. "mean.0"), each one's input, act'(z) of each hidden layer, and the policy's outputs."""
+    prefix = "mean" if isinstance(policy, GaussianPolicy) else "logits"
     body = getattr(policy, prefix)
     linears = {f"{prefix}.{i}": m for i, m in enumerate(body) if isinstance(m, nn.Linear)}
     activations = [m for m in body if not isinstance(m, nn.Linear)]
     with torch.no_grad():
-        inputs, slopes = [], []  # each linear layer's input; act'(z) of each hidden layer
+        inputs, slopes = [], []
         x = policy.normalizer(obs)
         for layer, activation in zip(linears.values(), activations):
             inputs.append(x)
@@ -130,6 +128,16 @@ def _mlp_product(policy: Policy, obs: Tensor) -> Callable[[Tensor], Tensor]:
             slopes.append(slope)
         inputs.append(x)
         outputs = tuple(o.detach() for o in policy(obs))
+    return linears, inputs, slopes, outputs
+
+
+def _mlp_product(policy: Policy, obs: Tensor) -> Callable[[Tensor], Tensor]:
+    # The Gauss-Newton product of `_analytic_product` with the MLP's derivatives written out: a
+    # forward pass of tangents (dz = x dW^T + db + dx W^T, dx' = act'(z) dz), the distribution's
+    # metric, then ordinary backpropagation. Each product is a dozen matrix operations; torch.func's
+    # generic transforms and autograd's graphs cost several times that on small networks.
+    gaussian = isinstance(policy, GaussianPolicy)
+    linears, inputs, slopes, outputs = mlp_pass(policy, obs)
     shapes = {name: p.shape for name, p in policy.named_parameters()}  # the order of the flat vector
     weights = [layer.weight.detach() for layer in linears.values()]
     scale = 1.0 / obs.shape[0]

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from torch import Tensor, nn
-from torch.func import jvp
+from torch import Tensor
 
-from trpo.policy import GaussianPolicy, Policy
+from trpo.curvature import mlp_pass
+from trpo.policy import Policy
 
 
 @dataclass(frozen=True)
@@ -55,30 +55,19 @@ def _metric(policy: Policy, outputs: tuple[Tensor, ...]) -> Tensor:
 
 def layer_factors(policy: Policy, obs: Tensor) -> list[LayerFactors]:
     """Each linear layer's inputs and output Jacobians over obs [B, obs_dim], first layer first."""
-    prefix = "mean" if isinstance(policy, GaussianPolicy) else "logits"
-    body = getattr(policy, prefix)
-    linears = [(f"{prefix}.{i}", m) for i, m in enumerate(body) if isinstance(m, nn.Linear)]
-    activations = [m for m in body if not isinstance(m, nn.Linear)]
+    linears, inputs, slopes, outputs = mlp_pass(policy, obs)
     with torch.no_grad():
-        inputs, slopes = [], []
-        x = policy.normalizer(obs)
-        for (_, layer), activation in zip(linears, activations):
-            inputs.append(x)
-            z = layer(x)
-            x, slope = jvp(activation, (z,), (torch.ones_like(z),))  # elementwise: the derivative itself
-            slopes.append(slope)
-        inputs.append(x)
-        outputs = tuple(o.detach() for o in policy(obs))
         metric = _metric(policy, outputs)
         width = outputs[0].shape[-1]
         back = torch.eye(width, dtype=obs.dtype, device=obs.device).expand(obs.shape[0], width, width)
         jacobians = [back]
-        for i in range(len(linears) - 1, 0, -1):
-            back = (back @ linears[i][1].weight) * slopes[i - 1].unsqueeze(1)
+        layers = list(linears.values())
+        for i in range(len(layers) - 1, 0, -1):
+            back = (back @ layers[i].weight) * slopes[i - 1].unsqueeze(1)
             jacobians.append(back)
     ones = torch.ones_like(obs[:, :1])
     return [LayerFactors(name, torch.cat([x, ones], 1), jacobian, metric)
-            for (name, _), x, jacobian in zip(linears, inputs, reversed(jacobians))]
+            for name, x, jacobian in zip(linears, inputs, reversed(jacobians))]
 
 
 def fisher_diagonal(policy: Policy, obs: Tensor) -> Tensor:
