@@ -1,0 +1,89 @@
+"""Layer compression: GPTQ and incoherence against rounding, OBS against magnitude, on correlated Hessians."""
+
+import pytest
+import torch
+
+from trpo.compress import gptq_quantize, incoherent_quantize, magnitude_prune, obs_prune, rtn_quantize
+
+
+def layer(out: int, inputs: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random weight and the Hessian 2 X X^T / n of inputs X with a few dominant, correlated directions."""
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randn(out, inputs, generator=generator, dtype=torch.float64)
+    directions = torch.randn(inputs, 3, generator=generator, dtype=torch.float64)
+    samples = (torch.randn(512, 3, generator=generator, dtype=torch.float64) * torch.tensor([10.0, 5.0, 3.0])
+               @ directions.T + 0.1 * torch.randn(512, inputs, generator=generator, dtype=torch.float64))
+    return weight, 2 * samples.T @ samples / samples.shape[0]
+
+
+def proxy_loss(weight, compressed, hessian) -> float:
+    delta = weight - compressed
+    return float(torch.trace(delta @ hessian @ delta.T))
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+@pytest.mark.parametrize("group_size", [None, 16])
+def test_gptq_beats_rounding_on_a_correlated_hessian(bits, group_size):
+    weight, hessian = layer(24, 64)
+    rtn = rtn_quantize(weight, bits, group_size)
+    for act_order in (False, True):
+        gptq = gptq_quantize(weight, hessian, bits, group_size, act_order=act_order)
+        assert proxy_loss(weight, gptq, hessian) < 0.5 * proxy_loss(weight, rtn, hessian)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_each_row_or_group_takes_at_most_two_to_the_bits_values(bits):
+    weight, hessian = layer(12, 48, seed=1)
+    for group_size in (None, 16):
+        for quantized in (rtn_quantize(weight, bits, group_size), gptq_quantize(weight, hessian, bits, group_size)):
+            for group in quantized.split(group_size or weight.shape[1], dim=1):
+                assert max(len(torch.unique(row)) for row in group) <= 2 ** bits
+    assert len(torch.unique(rtn_quantize(weight, 8)[0])) > 16  # 8 bits really uses its grid
+
+
+def test_rounding_error_is_within_half_a_step():
+    weight, _ = layer(10, 30, seed=2)
+    quantized = rtn_quantize(weight, 4)
+    step = (weight.max(1, keepdim=True).values - weight.min(1, keepdim=True).values) / 15
+    assert ((weight - quantized).abs() <= step / 2 + 1e-12).all()
+
+
+@pytest.mark.parametrize("shape", [(24, 64), (17, 11), (3, 376), (64, 5)])
+def test_incoherent_quantization_takes_any_shape_and_beats_rounding(shape):
+    weight, hessian = layer(*shape, seed=3)
+    generator = torch.Generator().manual_seed(0)
+    quantized = incoherent_quantize(weight, hessian, 3, generator=generator)
+    assert quantized.shape == weight.shape and quantized.dtype == weight.dtype
+    assert proxy_loss(weight, quantized, hessian) < proxy_loss(weight, rtn_quantize(weight, 3), hessian)
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.75, 0.9])
+def test_both_pruners_hit_the_sparsity(sparsity):
+    weight, hessian = layer(20, 40, seed=4)
+    for pruned in (magnitude_prune(weight, sparsity), obs_prune(weight, hessian, sparsity)):
+        assert (pruned == 0).sum().item() == round(sparsity * weight.numel())
+
+
+def test_obs_with_an_identity_hessian_keeps_the_kept_weights_and_prunes_by_magnitude():
+    weight, _ = layer(20, 40, seed=5)
+    pruned = obs_prune(weight, torch.eye(40, dtype=torch.float64), 0.75)
+    kept = pruned != 0
+    torch.testing.assert_close(pruned[kept], weight[kept], rtol=1e-12, atol=1e-12)
+    assert torch.equal(kept, magnitude_prune(weight, 0.75) != 0)
+
+
+@pytest.mark.parametrize("sparsity", [0.5, 0.75, 0.9])
+def test_obs_loses_less_than_magnitude_on_a_correlated_hessian(sparsity):
+    weight, hessian = layer(20, 40, seed=6)
+    assert (proxy_loss(weight, obs_prune(weight, hessian, sparsity), hessian)
+            < 0.5 * proxy_loss(weight, magnitude_prune(weight, sparsity), hessian))
+
+
+def test_bad_settings_fail_naming_the_value():
+    weight, hessian = layer(4, 8)
+    with pytest.raises(ValueError, match="bits=1 is invalid: must be an integer from 2 to 8"):
+        gptq_quantize(weight, hessian, 1)
+    with pytest.raises(ValueError, match="bits=9 is invalid"):
+        rtn_quantize(weight, 9)
+    with pytest.raises(ValueError, match=r"sparsity=1.0 is invalid: must be in \[0, 1\)"):
+        obs_prune(weight, hessian, 1.0)
