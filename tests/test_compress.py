@@ -1,9 +1,17 @@
 """Layer compression: GPTQ and incoherence against rounding, OBS against magnitude, on correlated Hessians."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
+import trpo
 from trpo.compress import gptq_quantize, incoherent_quantize, magnitude_prune, obs_prune, rtn_quantize
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def layer(out: int, inputs: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,3 +95,50 @@ def test_bad_settings_fail_naming_the_value():
         rtn_quantize(weight, 9)
     with pytest.raises(ValueError, match=r"sparsity=1.0 is invalid: must be in \[0, 1\)"):
         obs_prune(weight, hessian, 1.0)
+
+
+def compress_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "trpo.compress", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_the_compress_command_writes_a_loadable_policy_and_its_report(tmp_path):
+    trpo.train("Pendulum-v1", ["debug=smoke"], run_dir=tmp_path)
+    result = compress_cli(tmp_path, "method=gptq", "bits=3", "calibration_steps=256")
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "compressed" / "gptq-3bit"
+    report = json.loads((out / "compression.json").read_text())
+    assert report["method"] == "gptq" and report["bits"] == 3 and report["bytes_after"] < report["bytes_before"] / 4
+    assert report["kl_original_compressed"] > 0
+    agent, original = trpo.load(out), trpo.load(tmp_path)
+    for name, module in agent.policy.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            assert max(len(torch.unique(row)) for row in module.weight) <= 8, name
+            assert not torch.equal(module.weight, dict(original.policy.named_modules())[name].weight)
+    evaluated = subprocess.run([sys.executable, "-m", "trpo.evaluate", str(out), "episodes=2"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=120)
+    assert evaluated.returncode == 0 and "Pendulum-v1: return" in evaluated.stdout
+    pruned = compress_cli(tmp_path, "method=obs", "sparsity=0.5", "calibration_steps=256")
+    assert pruned.returncode == 0, pruned.stderr
+    weights = [m.weight for m in trpo.load(tmp_path / "compressed" / "obs-sparsity0.5").policy.modules()
+               if isinstance(m, torch.nn.Linear)]
+    assert all((w == 0).float().mean().item() == pytest.approx(0.5, abs=0.01) for w in weights)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["method=gptq", "bits=9"], "bits=9 is invalid: must be an integer from 2 to 8"),
+    (["method=gptq", "bits=1"], "bits=1 is invalid: must be an integer from 2 to 8"),
+    (["method=obs", "sparsity=1"], "sparsity=1.0 is invalid: must be in [0, 1)"),
+    (["method=zip"], "method='zip' is invalid: choose one of rtn, gptq, incoherent, magnitude, obs"),
+])
+def test_the_compress_command_rejects_bad_settings_in_one_line(tmp_path, args, message):
+    result = compress_cli(tmp_path, *args, timeout=60)
+    assert result.returncode != 0 and message in result.stderr
+
+
+def test_the_compress_command_names_a_run_without_a_checkpoint(tmp_path):
+    trpo.train("Pendulum-v1", ["debug=smoke"], run_dir=tmp_path)
+    for leftover in [*(tmp_path / "checkpoints").iterdir(), tmp_path / "policy.pt"]:
+        leftover.unlink()
+    result = compress_cli(tmp_path, "method=rtn", timeout=60)
+    assert result.returncode != 0 and "error: checkpoint" in result.stderr and "cannot be loaded" in result.stderr

@@ -1,6 +1,10 @@
-"""Hessian-aware compression of one linear layer: weight W [out, in], Hessian H [in, in] of the layer's
-inputs (H = 2 X X^T / n over the states a policy visits), each function returning the dequantized or
-pruned weight in float.
+"""Hessian-aware compression of a trained policy:
+`python -m trpo.compress <run dir> method=rtn|gptq|incoherent|magnitude|obs [bits=4] [sparsity=0.9]
+[group_size=<int>] [calibration_steps=<int>]`.
+
+The layer functions take one linear layer: weight W [out, in], Hessian H [in, in] of the layer's
+inputs (H = 2 X X^T / n over the states a policy visits), each returning the dequantized or pruned
+weight in float.
 
 Quantizers use an asymmetric min-max grid per output channel, or per group of `group_size` input
 columns. The proxy loss they reduce is tr((W - Q) H (W - Q)^T).
@@ -14,10 +18,21 @@ columns. The proxy loss they reduce is tr((W - Q) H (W - Q)^T).
   (Frantar and Alistarh 2023).
 """
 
+import copy
+import json
 import math
+import sys
+from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from torch import Tensor
+
+from trpo.api import Agent
+from trpo.curvature import mlp_pass
+from trpo.evaluate import evaluate_policy, load_run
+from trpo.policy import Policy
+from trpo.spectrum import fresh_states
 
 BLOCK = 128  # GPTQ's lazy-update block of columns
 
@@ -164,3 +179,141 @@ def obs_prune(weight: Tensor, hessian: Tensor, sparsity: float, damp: float = 0.
         work[:, column:] -= error[:, None] * factor[column:column + 1, column:]
         work[mask[:, column], column] = 0.0
     return work.to(weight.dtype)
+
+
+METHODS = ("rtn", "gptq", "incoherent", "magnitude", "obs")
+QUANTIZERS = ("rtn", "gptq", "incoherent")
+CALIBRATION_SEED, HELD_OUT_SEED = 3_000_000, 4_000_000  # rollout seeds no training, evaluation or spectrum uses
+
+
+def compress_layer(method: str, weight: Tensor, hessian: Tensor, bits: int, sparsity: float, group_size: int | None,
+                   generator: torch.Generator) -> Tensor:
+    if method == "rtn":
+        return rtn_quantize(weight, bits, group_size)
+    if method == "gptq":
+        return gptq_quantize(weight, hessian, bits, group_size)
+    if method == "incoherent":
+        return incoherent_quantize(weight, hessian, bits, group_size, generator=generator)
+    if method == "magnitude":
+        return magnitude_prune(weight, sparsity)
+    return obs_prune(weight, hessian, sparsity)
+
+
+def compress_policy(policy: Policy, calibration: Tensor, method: str, bits: int, sparsity: float,
+                    group_size: int | None, seed: int) -> Policy:
+    """A copy with every linear layer of the policy's MLP compressed, first to last, each layer's Hessian
+    from its inputs in the already-compressed network (as GPTQ does); biases, log-std and normalizer kept."""
+    compressed = copy.deepcopy(policy)
+    generator = torch.Generator().manual_seed(seed)
+    names = list(mlp_pass(compressed, calibration[:1])[0])
+    for index, name in enumerate(names):
+        linears, inputs, _, _ = mlp_pass(compressed, calibration)
+        layer, x = linears[name], inputs[index].to(torch.float64)
+        hessian = 2 * x.T @ x / x.shape[0]
+        with torch.no_grad():
+            layer.weight.copy_(compress_layer(method, layer.weight.detach().double(), hessian, bits, sparsity,
+                                              group_size, generator).to(layer.weight.dtype))
+    return compressed
+
+
+def packed_bytes(policy: Policy, method: str | None, bits: int, group_size: int | None) -> int:
+    """Bytes of the policy in a packed format: float32 everywhere (method None); quantized MLP weights as
+    bit-packed codes with a float16 scale and a uint8 zero point per row (or group); pruned ones as CSR
+    (float32 values, uint16 column indices, int32 row pointers). Biases, log-std and normalizer float32."""
+    total = 0
+    weights = {f"{name}.weight" for name, module in policy.named_modules() if isinstance(module, torch.nn.Linear)}
+    for name, tensor in policy.state_dict().items():
+        if name not in weights or method is None:
+            total += 4 * tensor.numel() if tensor.dim() else 4
+            continue
+        rows, columns = tensor.shape
+        if method in QUANTIZERS:
+            groups = rows * math.ceil(columns / (group_size or columns))
+            total += math.ceil(bits * tensor.numel() / 8) + 3 * groups
+        else:
+            kept = int((tensor != 0).sum())
+            total += 6 * kept + 4 * (rows + 1)
+    return total
+
+
+def mean_kl(policy: Policy, other: Policy, obs: Tensor) -> float:
+    """Mean KL(policy || other) over obs."""
+    with torch.no_grad():
+        return float(policy.kl(policy(obs), other(obs)).mean())
+
+
+def parse(argv: list[str]) -> tuple[Path, dict]:
+    """The run directory and the options, checked: one line naming a bad value and what is allowed."""
+    usage = ("usage: python -m trpo.compress <run dir> method=rtn|gptq|incoherent|magnitude|obs [bits=4] "
+             "[sparsity=0.9] [group_size=<int>] [calibration_steps=<int>]")
+    if not argv or "=" in argv[0]:
+        sys.exit(usage)
+    options = dict(arg.split("=", 1) for arg in argv[1:] if "=" in arg)
+    allowed = {"method", "bits", "sparsity", "group_size", "calibration_steps"}
+    unknown = set(options) - allowed or (set(argv[1:]) - {f"{k}={v}" for k, v in options.items()})
+    if unknown:
+        sys.exit(f"unknown option(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}")
+    method = options.get("method")
+    if method not in METHODS:
+        sys.exit(f"method={method!r} is invalid: choose one of {', '.join(METHODS)}")
+    parsed = {"method": method}
+    for key, default in (("bits", "4"), ("group_size", None), ("calibration_steps", None)):
+        value = options.get(key, default)
+        if value is not None and not value.isdigit():
+            sys.exit(f"{key}={value!r} is invalid: must be an integer")
+        parsed[key] = None if value is None else int(value)
+    if not 2 <= parsed["bits"] <= 8:
+        sys.exit(f"bits={parsed['bits']} is invalid: must be an integer from 2 to 8")
+    try:
+        parsed["sparsity"] = float(options.get("sparsity", "0.9"))
+    except ValueError:
+        sys.exit(f"sparsity={options['sparsity']!r} is invalid: must be a number in [0, 1)")
+    if not 0 <= parsed["sparsity"] < 1:
+        sys.exit(f"sparsity={parsed['sparsity']} is invalid: must be in [0, 1)")
+    for key in ("group_size", "calibration_steps"):
+        if parsed[key] is not None and parsed[key] < 1:
+            sys.exit(f"{key}={parsed[key]} is invalid: must be an integer >= 1")
+    return Path(argv[0]), parsed
+
+
+def main(argv: list[str]) -> None:
+    run_dir, options = parse(argv)
+    try:
+        config, policy, action_space = load_run(run_dir)
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"error: {error}")
+    method = options["method"]
+    setting = f"{options['bits']}bit" if method in QUANTIZERS else f"sparsity{options['sparsity']:g}"
+    if options["group_size"] and method in QUANTIZERS:
+        setting += f"-g{options['group_size']}"
+    steps = options["calibration_steps"] or config.steps_per_env * config.env.num_envs
+    calibration = fresh_states(config.env_id, policy, steps, config.env.num_envs, config.seed + CALIBRATION_SEED,
+                               config.env)
+    held_out = fresh_states(config.env_id, policy, steps, config.env.num_envs, config.seed + HELD_OUT_SEED, config.env)
+    compressed = compress_policy(policy, calibration, method, options["bits"], options["sparsity"],
+                                 options["group_size"], config.seed)
+    out = run_dir / "compressed" / f"{method}-{setting}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
+    Agent(compressed, config, action_space).save(out / "policy.pt")
+    returns = {name: evaluate_policy(config.env_id, p, config.eval.episodes, config.seed, config.env)
+               for name, p in (("original", policy), ("compressed", compressed))}
+    report = {
+        "method": method, "bits": options["bits"] if method in QUANTIZERS else None,
+        "sparsity": options["sparsity"] if method not in QUANTIZERS else None, "group_size": options["group_size"],
+        "calibration_states": steps, "held_out_states": steps,
+        "bytes_before": packed_bytes(policy, None, 32, None),
+        "bytes_after": packed_bytes(compressed, method, options["bits"], options["group_size"]),
+        "kl_original_compressed": mean_kl(policy, compressed, held_out),
+        "return_original": float(returns["original"].mean()), "return_compressed": float(returns["compressed"].mean()),
+        "return_kept": float(returns["compressed"].mean() / returns["original"].mean()),
+        "episodes": config.eval.episodes,
+    }
+    (out / "compression.json").write_text(json.dumps(report, indent=1))
+    print(f"{config.env_id} {method} {setting}: {report['bytes_before']} -> {report['bytes_after']} bytes, "
+          f"KL {report['kl_original_compressed']:.3g}, return {report['return_original']:.1f} -> "
+          f"{report['return_compressed']:.1f}; {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
