@@ -116,9 +116,10 @@ def train(config: Config, run_dir: Path) -> float:
         final = {"eval/episode_return": float(returns.mean()), "eval/episode_return_std": float(returns.std()),
                  "eval/episodes": len(returns), "global_step": global_step,
                  "time/wall_s": time.perf_counter() - run_started}
-        (run_dir / "eval.json").write_text(json.dumps(final))
-        # The final policy alone (weights and observation normalizer): tens of KB, kept where checkpoints are not.
+        # The final policy alone (weights and observation normalizer): tens of KB, kept where checkpoints are not;
+        # before eval.json, which marks a finished run.
         Agent(acting_policy, config, envs.single_action_space).save(run_dir / "policy.pt")
+        (run_dir / "eval.json").write_text(json.dumps(final))
         logger.summary(final)
     message = f"{config.env_id}: final deterministic evaluation {returns.mean():.2f} +- {returns.std():.2f} " \
               f"over {len(returns)} episodes, run directory {run_dir}"
