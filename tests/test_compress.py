@@ -9,7 +9,10 @@ import pytest
 import torch
 
 import trpo
-from trpo.compress import gptq_quantize, incoherent_quantize, magnitude_prune, obs_prune, rtn_quantize
+from policies import OBS_DIM, tiny_policy
+from trpo import GaussianPolicy
+from trpo.compress import (compress_policy, gptq_quantize, incoherent_quantize, layer_sparsities, magnitude_prune,
+                           obs_prune, rtn_quantize)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,6 +90,51 @@ def test_obs_loses_less_than_magnitude_on_a_correlated_hessian(sparsity):
             < 0.5 * proxy_loss(weight, magnitude_prune(weight, sparsity), hessian))
 
 
+def test_obs_row_weights_move_the_budget_off_the_rows_that_count():
+    weight, hessian = layer(10, 30, seed=7)
+    rows = torch.ones(10, dtype=torch.float64)
+    rows[3] = 1e6
+    pruned = obs_prune(weight, hessian, 0.5, row_weights=rows)
+    assert (pruned[3] != 0).all() and (pruned == 0).sum().item() == 150
+    assert (obs_prune(weight, hessian, 0.5)[3] == 0).any()  # without the weight row 3 loses some
+
+
+def states_for(policy, count=300, seed=2):
+    return torch.randn(count, OBS_DIM, generator=torch.Generator().manual_seed(seed)) * 2 + 0.5
+
+
+@pytest.mark.parametrize("method", ["gptq", "incoherent", "obs"])
+def test_hessian_aware_methods_leave_no_mean_error_in_the_layer_output(method):
+    torch.manual_seed(0)
+    policy = GaussianPolicy(OBS_DIM, 2, hidden=(), log_std_init=-1.0)  # one layer: its output is the mean
+    with torch.no_grad():
+        policy.mean[0].weight.normal_()
+    states = states_for(policy)
+    compressed = compress_policy(policy, states, method, 2, 0.6, None, seed=0)
+    with torch.no_grad():
+        error = compressed(states)[0] - policy(states)[0]
+    assert error.abs().mean() > 1e-3  # it did compress
+    torch.testing.assert_close(error.mean(0), torch.zeros(2), atol=1e-5, rtol=0)
+    naive = compress_policy(policy, states, "rtn" if method != "obs" else "magnitude", 2, 0.6, None, seed=0)
+    with torch.no_grad():
+        assert (naive(states)[0] - policy(states)[0]).mean(0).abs().max() > 1e-3  # the baselines keep their bias
+
+
+def test_the_global_budget_is_exact_and_in_the_kls_units():
+    policy = tiny_policy("gaussian", normalize=True).float()
+    states = states_for(policy)
+    shares = layer_sparsities(policy, states, 0.6)
+    sizes = [m.weight.numel() for m in policy.mean if isinstance(m, torch.nn.Linear)]
+    assert round(sum(s * n for s, n in zip(shares, sizes))) == round(0.6 * sum(sizes))
+    assert len(set(shares)) > 1  # shared by saliency, not uniformly
+    with torch.no_grad():
+        policy.log_std.sub_(1.5)  # every output's curvature x e^3: the same relative costs
+    assert layer_sparsities(policy, states, 0.6) == shares
+    states[:, 1:] = 0.0  # two of three inputs constant: the first layer's weights on them cost nothing
+    unnormalized = tiny_policy("gaussian").float()
+    assert layer_sparsities(unnormalized, states, 0.4) == [10 / 15, 0.0]  # exactly those 10 of 25 weights go
+
+
 def test_bad_settings_fail_naming_the_value():
     weight, hessian = layer(4, 8)
     with pytest.raises(ValueError, match="bits=1 is invalid: must be an integer from 2 to 8"):
@@ -122,7 +170,10 @@ def test_the_compress_command_writes_a_loadable_policy_and_its_report(tmp_path):
     assert pruned.returncode == 0, pruned.stderr
     weights = [m.weight for m in trpo.load(tmp_path / "compressed" / "obs-sparsity0.5").policy.modules()
                if isinstance(m, torch.nn.Linear)]
-    assert all((w == 0).float().mean().item() == pytest.approx(0.5, abs=0.01) for w in weights)
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    assert zeros == pytest.approx(0.5 * sum(w.numel() for w in weights), abs=2)  # one budget shared by the layers
+    shares = json.loads((tmp_path / "compressed" / "obs-sparsity0.5" / "compression.json").read_text())["layer_sparsity"]
+    assert list(shares.values()) == [float((w == 0).float().mean()) for w in weights]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -22,15 +22,19 @@ import copy
 import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 from torch import Tensor
 
 from trpo.api import Agent
+from trpo.config import Config
 from trpo.curvature import mlp_pass
 from trpo.evaluate import evaluate_policy, load_run
+from trpo.kfac import layer_factors
 from trpo.policy import Policy
 from trpo.spectrum import fresh_states
 
@@ -161,14 +165,20 @@ def magnitude_prune(weight: Tensor, sparsity: float) -> Tensor:
     return pruned.reshape(weight.shape)
 
 
-def obs_prune(weight: Tensor, hessian: Tensor, sparsity: float, damp: float = 0.01) -> Tensor:
+def obs_prune(weight: Tensor, hessian: Tensor, sparsity: float, damp: float = 0.01,
+              row_weights: Tensor | None = None) -> Tensor:
     """OBS pruning row-wise (SparseGPT with one block of all columns): the round(sparsity * numel) weights
-    of least saliency w^2 / [U]_qq^2 (U the Cholesky factor of H^-1) are removed column by column, each
-    removal's error compensated on the row's later columns."""
+    of least saliency g_i w^2 / [U]_qq^2 (U the Cholesky factor of H^-1, g_i the row's weight, default 1)
+    are removed column by column, each removal's error compensated on the row's later columns.
+
+    row_weights [out]: how much an error in each output counts (the diagonal of the layer's output-side
+    curvature), which decides how the budget is shared between rows; rows are compensated alike."""
     _check_sparsity(sparsity)
     hessian, work = _damped(hessian.to(torch.float64), weight.to(torch.float64), damp)
     factor = _inverse_cholesky(hessian)
     saliency = work.square() / factor.diagonal().square()
+    if row_weights is not None:
+        saliency = saliency * row_weights.to(torch.float64)[:, None]
     count = round(sparsity * work.numel())
     mask = torch.zeros(work.numel(), dtype=torch.bool)
     mask[torch.argsort(saliency.reshape(-1))[:count]] = True
@@ -187,7 +197,7 @@ CALIBRATION_SEED, HELD_OUT_SEED = 3_000_000, 4_000_000  # rollout seeds no train
 
 
 def compress_layer(method: str, weight: Tensor, hessian: Tensor, bits: int, sparsity: float, group_size: int | None,
-                   generator: torch.Generator) -> Tensor:
+                   generator: torch.Generator, row_weights: Tensor | None = None) -> Tensor:
     if method == "rtn":
         return rtn_quantize(weight, bits, group_size)
     if method == "gptq":
@@ -196,23 +206,72 @@ def compress_layer(method: str, weight: Tensor, hessian: Tensor, bits: int, spar
         return incoherent_quantize(weight, hessian, bits, group_size, generator=generator)
     if method == "magnitude":
         return magnitude_prune(weight, sparsity)
-    return obs_prune(weight, hessian, sparsity)
+    return obs_prune(weight, hessian, sparsity, row_weights=row_weights)
+
+
+@dataclass(frozen=True)
+class LayerStatistics:
+    """What compressing one linear layer needs from the states: its input mean, the centered Hessian
+    2 Cov(x) (the bias absorbs any mean error, so only the centered part costs) and the diagonal of its
+    output-side curvature g = diag E[J^T M J] (K-FAC's G: how much each output moves the policy's KL)."""
+
+    layer: torch.nn.Linear
+    input_mean: Tensor
+    hessian: Tensor
+    output_curvature: Tensor
+
+
+def layer_statistics(policy: Policy, states: Tensor) -> list[LayerStatistics]:
+    """Each linear layer of the policy with its statistics over states (computed in float64), first layer first."""
+    linears = list(mlp_pass(policy, states[:1])[0].values())
+    statistics = []
+    for layer, factors in zip(linears, layer_factors(copy.deepcopy(policy).double(), states.double())):
+        x = factors.inputs[:, :-1]
+        centered = x - x.mean(0)
+        statistics.append(LayerStatistics(layer, x.mean(0), 2 * centered.T @ centered / x.shape[0],
+                                          factors.per_state_g_diagonal().mean(0)))
+    return statistics
+
+
+def layer_sparsities(policy: Policy, states: Tensor, sparsity: float, damp: float = 0.01) -> list[float]:
+    """Each layer's share of one global budget: the fraction `sparsity` of all MLP weights with the least
+    estimated KL cost g_i w_ij^2 / [U]_jj^2 (obs_prune's saliency in the KL's units, comparable across layers)."""
+    saliencies = []
+    for stats in layer_statistics(policy, states):
+        hessian, weight = _damped(stats.hessian, stats.layer.weight.detach().double(), damp)
+        factor = _inverse_cholesky(hessian)
+        saliencies.append((stats.output_curvature[:, None] * weight.square() / factor.diagonal().square()).reshape(-1))
+    ranked = torch.cat(saliencies).sort().values
+    count = round(sparsity * ranked.numel())
+    if count == 0:
+        return [0.0] * len(saliencies)
+    threshold = ranked[count - 1]
+    counts = [int((s <= threshold).sum()) for s in saliencies]
+    counts[-1] -= sum(counts) - count  # ties at the threshold: the total stays exact
+    return [c / s.numel() for c, s in zip(counts, saliencies)]
 
 
 def compress_policy(policy: Policy, calibration: Tensor, method: str, bits: int, sparsity: float,
                     group_size: int | None, seed: int) -> Policy:
     """A copy with every linear layer of the policy's MLP compressed, first to last, each layer's Hessian
-    from its inputs in the already-compressed network (as GPTQ does); biases, log-std and normalizer kept."""
+    from its inputs in the already-compressed network (as GPTQ does); log-std and normalizer kept.
+
+    rtn and magnitude are the naive baselines: each layer alone, biases kept. The Hessian-aware methods
+    see the centered Hessian, and the bias then takes the mean error: b += (W - Q) E[x]. obs shares one
+    global sparsity budget between the layers by KL saliency (`layer_sparsities`)."""
     compressed = copy.deepcopy(policy)
     generator = torch.Generator().manual_seed(seed)
-    names = list(mlp_pass(compressed, calibration[:1])[0])
-    for index, name in enumerate(names):
-        linears, inputs, _, _ = mlp_pass(compressed, calibration)
-        layer, x = linears[name], inputs[index].to(torch.float64)
-        hessian = 2 * x.T @ x / x.shape[0]
+    layers = len(mlp_pass(compressed, calibration[:1])[0])
+    shares = layer_sparsities(compressed, calibration, sparsity) if method == "obs" else [sparsity] * layers
+    for index in range(layers):
+        stats = layer_statistics(compressed, calibration)[index]
+        layer, weight = stats.layer, stats.layer.weight.detach().double()
+        result = compress_layer(method, weight, stats.hessian, bits, shares[index], group_size, generator,
+                                stats.output_curvature)
         with torch.no_grad():
-            layer.weight.copy_(compress_layer(method, layer.weight.detach().double(), hessian, bits, sparsity,
-                                              group_size, generator).to(layer.weight.dtype))
+            layer.weight.copy_(result.to(layer.weight.dtype))
+            if method in ("gptq", "incoherent", "obs"):
+                layer.bias.add_(((weight - result) @ stats.input_mean).to(layer.bias.dtype))
     return compressed
 
 
@@ -276,41 +335,64 @@ def parse(argv: list[str]) -> tuple[Path, dict]:
     return Path(argv[0]), parsed
 
 
+def setting_name(method: str, bits: int, sparsity: float, group_size: int | None) -> str:
+    """The directory name of a setting: 4bit, 3bit-g16, sparsity0.75."""
+    if method not in QUANTIZERS:
+        return f"sparsity{sparsity:g}"
+    return f"{bits}bit" + (f"-g{group_size}" if group_size else "")
+
+
+def policy_states(config: Config, policy: Policy, steps: int) -> tuple[Tensor, Tensor]:
+    """Calibration and held-out states, each from `steps` of the stochastic policy's own rollouts (seeded:
+    the same states every time)."""
+    states = []
+    for offset in (CALIBRATION_SEED, HELD_OUT_SEED):
+        with torch.random.fork_rng():
+            torch.manual_seed(config.seed + offset)  # the actions' noise
+            states.append(fresh_states(config.env_id, policy, steps, config.env.num_envs, config.seed + offset,
+                                       config.env))
+    return states[0], states[1]
+
+
+def compression_report(config: Config, policy: Policy, compressed: Policy, held_out: Tensor, method: str, bits: int,
+                       sparsity: float, group_size: int | None, calibration_states: int,
+                       original_returns: np.ndarray) -> dict:
+    """compression.json: the setting, packed bytes, KL on held-out states and both returns on the same episodes."""
+    returns = evaluate_policy(config.env_id, compressed, config.eval.episodes, config.seed, config.env)
+    return {
+        "method": method, "bits": bits if method in QUANTIZERS else None,
+        "sparsity": sparsity if method not in QUANTIZERS else None, "group_size": group_size,
+        "calibration_states": calibration_states, "held_out_states": held_out.shape[0],
+        "bytes_before": packed_bytes(policy, None, 32, None),
+        "bytes_after": packed_bytes(compressed, method, bits, group_size),
+        "kl_original_compressed": mean_kl(policy, compressed, held_out),
+        "return_original": float(original_returns.mean()), "return_compressed": float(returns.mean()),
+        "return_kept": float(returns.mean() / original_returns.mean()),
+        "episodes": config.eval.episodes,
+        "layer_sparsity": None if method in QUANTIZERS else {
+            name: float((m.weight == 0).float().mean()) for name, m in mlp_pass(compressed, held_out[:1])[0].items()},
+    }
+
+
 def main(argv: list[str]) -> None:
     run_dir, options = parse(argv)
     try:
         config, policy, action_space = load_run(run_dir)
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
-    method = options["method"]
-    setting = f"{options['bits']}bit" if method in QUANTIZERS else f"sparsity{options['sparsity']:g}"
-    if options["group_size"] and method in QUANTIZERS:
-        setting += f"-g{options['group_size']}"
+    method, bits, sparsity, group_size = (options[k] for k in ("method", "bits", "sparsity", "group_size"))
     steps = options["calibration_steps"] or config.steps_per_env * config.env.num_envs
-    calibration = fresh_states(config.env_id, policy, steps, config.env.num_envs, config.seed + CALIBRATION_SEED,
-                               config.env)
-    held_out = fresh_states(config.env_id, policy, steps, config.env.num_envs, config.seed + HELD_OUT_SEED, config.env)
-    compressed = compress_policy(policy, calibration, method, options["bits"], options["sparsity"],
-                                 options["group_size"], config.seed)
-    out = run_dir / "compressed" / f"{method}-{setting}"
+    calibration, held_out = policy_states(config, policy, steps)
+    compressed = compress_policy(policy, calibration, method, bits, sparsity, group_size, config.seed)
+    out = run_dir / "compressed" / f"{method}-{setting_name(method, bits, sparsity, group_size)}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
     Agent(compressed, config, action_space).save(out / "policy.pt")
-    returns = {name: evaluate_policy(config.env_id, p, config.eval.episodes, config.seed, config.env)
-               for name, p in (("original", policy), ("compressed", compressed))}
-    report = {
-        "method": method, "bits": options["bits"] if method in QUANTIZERS else None,
-        "sparsity": options["sparsity"] if method not in QUANTIZERS else None, "group_size": options["group_size"],
-        "calibration_states": steps, "held_out_states": steps,
-        "bytes_before": packed_bytes(policy, None, 32, None),
-        "bytes_after": packed_bytes(compressed, method, options["bits"], options["group_size"]),
-        "kl_original_compressed": mean_kl(policy, compressed, held_out),
-        "return_original": float(returns["original"].mean()), "return_compressed": float(returns["compressed"].mean()),
-        "return_kept": float(returns["compressed"].mean() / returns["original"].mean()),
-        "episodes": config.eval.episodes,
-    }
+    original_returns = evaluate_policy(config.env_id, policy, config.eval.episodes, config.seed, config.env)
+    report = compression_report(config, policy, compressed, held_out, method, bits, sparsity, group_size, steps,
+                                original_returns)
     (out / "compression.json").write_text(json.dumps(report, indent=1))
-    print(f"{config.env_id} {method} {setting}: {report['bytes_before']} -> {report['bytes_after']} bytes, "
+    print(f"{config.env_id} {out.name}: {report['bytes_before']} -> {report['bytes_after']} bytes, "
           f"KL {report['kl_original_compressed']:.3g}, return {report['return_original']:.1f} -> "
           f"{report['return_compressed']:.1f}; {out}")
 
