@@ -13,9 +13,9 @@ import trpo
 from policies import KINDS, OBS_DIM, tiny_batch, tiny_policy
 from reference import dense_fisher, dense_matrix, reference_kl, reference_log_prob
 from trpo.config import AlgoConfig
-from trpo.kfac import fisher_diagonal, kfac_preconditioner, layer_factors
+from trpo.kfac import KFACCritic, fisher_diagonal, kfac_preconditioner, layer_factors, value_factors
 from trpo.linalg import conjugate_gradient
-from trpo.policy import GaussianPolicy
+from trpo.policy import GaussianPolicy, ValueNetwork
 from trpo.update import trpo_step
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -197,3 +197,60 @@ def test_algo_kfac_trains_with_an_env_preset(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all(row["policy/kl"] <= run.config.algo.max_kl for row in rows)
     assert any(row["policy/accepted"] == 1 for row in rows)
+
+
+def linear_value_problem(seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    obs = torch.randn(200, OBS_DIM, generator=generator, dtype=torch.float64) * 2 + 1
+    returns = obs @ torch.tensor([1.5, -2.0, 0.5], dtype=torch.float64) + 3 + 0.1 * torch.randn(200, generator=generator,
+                                                                                                dtype=torch.float64)
+    torch.manual_seed(seed)
+    return ValueNetwork(OBS_DIM, hidden=()).double(), obs, returns
+
+
+def test_the_value_factors_are_the_gauss_newton_of_the_mse_blocks():
+    torch.manual_seed(0)
+    value = ValueNetwork(OBS_DIM, hidden=(4,)).double()
+    obs = states()
+    params = dict(value.named_parameters())
+    jacobians = torch.func.vmap(lambda o: torch.func.jacrev(
+        lambda p: torch.func.functional_call(value, p, (o[None],))[0])(params))(obs)
+    for layer in value_factors(value, obs):
+        # per state J = [dV/dW | dV/db] on the [out, in + 1] layout: E[J (x) J] against K-FAC's G (x) A
+        per_state = torch.cat([jacobians[f"{layer.name}.weight"], jacobians[f"{layer.name}.bias"][..., None]], -1)
+        flat = per_state.reshape(obs.shape[0], -1)
+        exact = flat.T @ flat / obs.shape[0]
+        g = layer.jacobian[:, 0, :]  # dV/ds per state
+        torch.testing.assert_close(torch.einsum("bo,bi->boi", g, layer.inputs).reshape(obs.shape[0], -1), flat)
+        if layer.name == "body.2":  # the last layer's G is E[1] = 1: its block is A exactly
+            torch.testing.assert_close(torch.kron(layer.G, layer.A), exact)
+
+
+def test_one_kfac_critic_step_on_a_linear_value_is_the_least_squares_solution():
+    value, obs, returns = linear_value_problem()
+    KFACCritic(damping=1e-20, max_change=1e6).step(value, obs, returns)
+    design = torch.cat([obs, torch.ones(200, 1, dtype=torch.float64)], 1)
+    solution = torch.linalg.lstsq(design, returns[:, None]).solution[:, 0]
+    layer = value.body[0]
+    torch.testing.assert_close(torch.cat([layer.weight[0], layer.bias]), solution, rtol=1e-6, atol=1e-8)
+
+
+def test_the_kfac_critic_step_stops_at_max_change():
+    value, obs, returns = linear_value_problem(seed=1)
+    with torch.no_grad():
+        before = value(obs)
+    KFACCritic(damping=1e-20, max_change=0.05).step(value, obs, returns)
+    with torch.no_grad():
+        change = 0.5 * (value(obs) - before).square().mean()
+    assert change.item() == pytest.approx(0.05, rel=1e-6)  # the quadratic model is exact for a linear value
+
+
+def test_algo_value_optimizer_kfac_fits_in_the_trainer_and_in_a_child_and_resumes(tmp_path):
+    for process in ("false", "true"):
+        run = trpo.train("Pendulum-v1", ["debug=smoke", "algo.value_optimizer=kfac",
+                                         f"algo.value_process={process}"], run_dir=tmp_path / process)
+        rows = [json.loads(line) for line in (tmp_path / process / "metrics.jsonl").read_text().splitlines()]
+        assert rows[-1]["value/explained_variance"] > rows[0]["value/explained_variance"]
+    assert run.config.algo.value_optimizer == "kfac"
+    saved = torch.load(next((tmp_path / "true" / "checkpoints").glob("*.pt")), weights_only=True)
+    assert set(saved["value_fit"]["optimizer"]["factors"]) == {"body.0", "body.2", "body.4"}

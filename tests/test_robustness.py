@@ -72,6 +72,7 @@ def test_bad_input_gets_one_line_status_2_and_nothing_written(tmp_path):
         ("algo.damping=-1",): "algo.damping=-1.0 is invalid: must be >= 0",
         ("algo.cg_iters=0",): "algo.cg_iters=0 is invalid: must be an integer >= 1",
         ("algo.cg_preconditioner=ilu",): "algo.cg_preconditioner='ilu' is invalid: choose one of ('none', 'diagonal', 'kfac')",
+        ("algo.value_optimizer=lbfgs",): "algo.value_optimizer='lbfgs' is invalid: choose one of ('adam', 'kfac')",
         ("algo.gae_lambda=1.5",): "algo.gae_lambda=1.5 is invalid: must be in [0, 1]",
         ("algo.gamma=-0.1",): "algo.gamma=-0.1 is invalid: must be in [0, 1]",
         ("total_steps=10",): "total_steps=10 is invalid: must be at least one batch",

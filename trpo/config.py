@@ -15,6 +15,7 @@ OmegaConf.register_new_resolver("if_resuming", lambda resume, resumed, fresh: fr
 ALGO_NAMES = ("trpo", "npg", "kfac")
 FISHER_METHOD_CHOICES = ("auto", "mlp", "analytic", "autograd")
 CG_PRECONDITIONERS = ("none", "diagonal", "kfac")
+VALUE_OPTIMIZERS = ("adam", "kfac")
 
 
 ACTIVATION_NAMES = tuple(ACTIVATIONS)
@@ -52,6 +53,9 @@ class AlgoConfig:
     value_epochs: int = 10
     value_minibatch_size: int = 64
     value_process: bool = False  # fit the value function in a child process during the policy step and next rollout
+    value_optimizer: str = "adam"  # adam | kfac (ACKTR's critic: trpo.kfac.KFACCritic, value_lr unused)
+    value_kfac_damping: float = 0.01  # value_optimizer=kfac: Tikhonov damping of its Gauss-Newton
+    value_kfac_max_change: float = 0.01  # value_optimizer=kfac: largest 1/2 mean dV^2 of one step (the KL clip)
 
     def __post_init__(self):
         checks = {
@@ -72,6 +76,9 @@ class AlgoConfig:
             "value_lr": (self.value_lr > 0, "must be > 0"),
             "value_epochs": (self.value_epochs >= 1, "must be an integer >= 1"),
             "value_minibatch_size": (self.value_minibatch_size >= 1, "must be an integer >= 1"),
+            "value_optimizer": (self.value_optimizer in VALUE_OPTIMIZERS, f"choose one of {VALUE_OPTIMIZERS}"),
+            "value_kfac_damping": (self.value_kfac_damping > 0, "must be > 0"),
+            "value_kfac_max_change": (self.value_kfac_max_change > 0, "must be > 0"),
         }
         for name, (ok, allowed) in checks.items():
             _check("algo", name, getattr(self, name), ok, allowed)

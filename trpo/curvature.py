@@ -110,23 +110,29 @@ def _autograd_product(policy: Policy, obs: Tensor) -> Callable[[Tensor], Tensor]
     return product
 
 
-def mlp_pass(policy: Policy, obs: Tensor) -> tuple[dict[str, nn.Linear], list[Tensor], list[Tensor],
-                                                  tuple[Tensor, ...]]:
-    """The policy MLP's forward pass over obs, kept for its derivatives: its linear layers by parameter
-    prefix (e.g. "mean.0"), each one's input, act'(z) of each hidden layer, and the policy's outputs."""
-    prefix = "mean" if isinstance(policy, GaussianPolicy) else "logits"
-    body = getattr(policy, prefix)
+def sequential_pass(body: nn.Sequential, prefix: str, x: Tensor) -> tuple[dict[str, nn.Linear], list[Tensor],
+                                                                       list[Tensor]]:
+    """An MLP's forward pass over its inputs x, kept for its derivatives: its linear layers by parameter
+    prefix (e.g. "mean.0"), each one's input and act'(z) of each hidden layer."""
     linears = {f"{prefix}.{i}": m for i, m in enumerate(body) if isinstance(m, nn.Linear)}
     activations = [m for m in body if not isinstance(m, nn.Linear)]
     with torch.no_grad():
         inputs, slopes = [], []
-        x = policy.normalizer(obs)
         for layer, activation in zip(linears.values(), activations):
             inputs.append(x)
             z = layer(x)
             x, slope = jvp(activation, (z,), (torch.ones_like(z),))  # elementwise: the derivative itself
             slopes.append(slope)
         inputs.append(x)
+    return linears, inputs, slopes
+
+
+def mlp_pass(policy: Policy, obs: Tensor) -> tuple[dict[str, nn.Linear], list[Tensor], list[Tensor],
+                                                  tuple[Tensor, ...]]:
+    """The policy MLP's `sequential_pass` over obs (normalized) and the policy's outputs."""
+    prefix = "mean" if isinstance(policy, GaussianPolicy) else "logits"
+    with torch.no_grad():
+        linears, inputs, slopes = sequential_pass(getattr(policy, prefix), prefix, policy.normalizer(obs))
         outputs = tuple(o.detach() for o in policy(obs))
     return linears, inputs, slopes, outputs
 

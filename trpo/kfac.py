@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from trpo.curvature import mlp_pass
-from trpo.policy import Policy
+from trpo.curvature import mlp_pass, sequential_pass
+from trpo.policy import Policy, ValueNetwork
+
+STATISTICS_DECAY = 0.95  # the critic's running averages of its factors over minibatches
 
 
 @dataclass(frozen=True)
@@ -58,14 +60,30 @@ def layer_factors(policy: Policy, obs: Tensor) -> list[LayerFactors]:
     linears, inputs, slopes, outputs = mlp_pass(policy, obs)
     with torch.no_grad():
         metric = _metric(policy, outputs)
-        width = outputs[0].shape[-1]
-        back = torch.eye(width, dtype=obs.dtype, device=obs.device).expand(obs.shape[0], width, width)
+    return _factors(linears, inputs, slopes, metric)
+
+
+def value_factors(value: ValueNetwork, obs: Tensor) -> list[LayerFactors]:
+    """The value network's layers with M = 1: its K-FAC factors are those of the Gauss-Newton
+    E[J^T J] of 1/2 mean (V - R)^2."""
+    with torch.no_grad():
+        linears, inputs, slopes = sequential_pass(value.body, "body", value.normalizer(obs))
+    return _factors(linears, inputs, slopes, torch.ones(obs.shape[0], 1, 1, dtype=obs.dtype, device=obs.device))
+
+
+def _factors(linears: dict[str, nn.Linear], inputs: list[Tensor], slopes: list[Tensor],
+             metric: Tensor) -> list[LayerFactors]:
+    """The C rows of the output Jacobian backpropagated to each layer's pre-activations."""
+    with torch.no_grad():
+        width = metric.shape[-1]
+        batch = inputs[0].shape[0]
+        back = torch.eye(width, dtype=metric.dtype, device=metric.device).expand(batch, width, width)
         jacobians = [back]
         layers = list(linears.values())
         for i in range(len(layers) - 1, 0, -1):
             back = (back @ layers[i].weight) * slopes[i - 1].unsqueeze(1)
             jacobians.append(back)
-    ones = torch.ones_like(obs[:, :1])
+    ones = torch.ones_like(inputs[0][:, :1])
     return [LayerFactors(name, torch.cat([x, ones], 1), jacobian, metric)
             for name, x, jacobian in zip(linears, inputs, reversed(jacobians))]
 
@@ -80,18 +98,19 @@ def fisher_diagonal(policy: Policy, obs: Tensor) -> Tensor:
 
 
 def damped_factors(policy: Policy, obs: Tensor, damping: float) -> list[tuple[str, Tensor, Tensor]]:
-    """(layer name, G + damping^1/2 / pi I, A + pi damping^1/2 I) per layer: factored Tikhonov damping,
-    pi^2 = (tr A / dim A) / (tr G / dim G) balancing the two factors (Martens and Grosse 2015, 6.3)."""
+    """(layer name, G + damping^1/2 / pi I, A + pi damping^1/2 I) per layer (`tikhonov`)."""
     if damping < 0:
         raise ValueError(f"damping={damping} must be >= 0")
-    damped = []
-    for layer in layer_factors(policy, obs):
-        A, G = layer.A, layer.G
-        pi = torch.sqrt((A.trace() / A.shape[0]) / (G.trace() / G.shape[0]))
-        eye = lambda n: torch.eye(n, dtype=A.dtype, device=A.device)  # noqa: E731
-        root = damping ** 0.5
-        damped.append((layer.name, G + root / pi * eye(G.shape[0]), A + root * pi * eye(A.shape[0])))
-    return damped
+    return [(layer.name, *tikhonov(layer.A, layer.G, damping)) for layer in layer_factors(policy, obs)]
+
+
+def tikhonov(A: Tensor, G: Tensor, damping: float) -> tuple[Tensor, Tensor]:
+    """Factored Tikhonov damping: (G + damping^1/2 / pi I, A + pi damping^1/2 I), with
+    pi^2 = (tr A / dim A) / (tr G / dim G) balancing the two factors (Martens and Grosse 2015, 6.3)."""
+    pi = torch.sqrt((A.trace() / A.shape[0]) / (G.trace() / G.shape[0]))
+    root = damping ** 0.5
+    eye = lambda n: torch.eye(n, dtype=A.dtype, device=A.device)  # noqa: E731
+    return G + root / pi * eye(G.shape[0]), A + root * pi * eye(A.shape[0])
 
 
 def layerwise(policy: Policy, matrices: list[tuple[str, Tensor, Tensor]],
@@ -150,3 +169,43 @@ def _flat(policy: Policy, pieces: dict[str, Tensor], log_std: float) -> Tensor:
     return torch.cat([pieces[name].reshape(-1) if name in pieces else torch.full((p.numel(),), log_std, dtype=p.dtype,
                                                                                  device=p.device)
                       for name, p in policy.named_parameters()])
+
+
+class KFACCritic:
+    """The value fit by K-FAC instead of Adam (ACKTR's critic, with the exact Gauss-Newton, not sampled).
+
+    Each minibatch: the factors A and G of F = E[J^T J] (`value_factors`), averaged over minibatches
+    with decay STATISTICS_DECAY (a minibatch alone gives a rank-deficient A), damped (`tikhonov`),
+    and the step -eta P g on the gradient g of 1/2 mean (V - R)^2, with eta = min(1, sqrt(2 max_change /
+    g^T P g)): the Gauss-Newton step, shortened where its quadratic model says 1/2 mean dV^2 would pass
+    max_change (ACKTR's KL clip, V read as the mean of a unit Gaussian). No host synchronization.
+    """
+
+    def __init__(self, damping: float, max_change: float):
+        self.damping, self.max_change = damping, max_change
+        self.factors: dict[str, tuple[Tensor, Tensor]] = {}  # layer name -> running (A, G)
+
+    def step(self, value: ValueNetwork, obs: Tensor, returns: Tensor) -> None:
+        inverses = []
+        for layer in value_factors(value, obs):
+            A, G = layer.A, layer.G
+            if layer.name in self.factors:
+                old_A, old_G = (f.to(A.device) for f in self.factors[layer.name])
+                A, G = (STATISTICS_DECAY * old + (1 - STATISTICS_DECAY) * new for old, new in ((old_A, A), (old_G, G)))
+            self.factors[layer.name] = (A, G)
+            damped_G, damped_A = tikhonov(A, G, self.damping)
+            inverses.append((layer.name, _spd_inverse(damped_G), _spd_inverse(damped_A)))
+        params = list(value.parameters())
+        loss = 0.5 * (value(obs) - returns).square().mean()
+        grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)])
+        direction = layerwise(value, inverses, 1.0)(grad)
+        eta = torch.sqrt(2 * self.max_change / (grad @ direction).clamp(min=1e-30)).clamp(max=1.0)
+        with torch.no_grad():
+            for param, piece in zip(params, torch.split(direction, [p.numel() for p in params])):
+                param.sub_(eta * piece.view_as(param))
+
+    def state_dict(self) -> dict:
+        return {"factors": {name: list(pair) for name, pair in self.factors.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.factors = {name: tuple(pair) for name, pair in state["factors"].items()}

@@ -30,6 +30,7 @@ from trpo.config import AlgoConfig, Config, DiagnosticsConfig
 from trpo.diagnostics import curvature_diagnostics
 from trpo.estimators import default_iters
 from trpo.evaluate import evaluate_policy, record_video
+from trpo.kfac import KFACCritic
 from trpo.logger import RunLogger
 from trpo.models import build_models
 from trpo.policy import Policy, ValueNetwork
@@ -60,8 +61,10 @@ def train(config: Config, run_dir: Path) -> float:
         cleanup.callback(envs.close)
         policy, value = (m.to(device) for m in build_models(config, envs.single_observation_space,
                                                             envs.single_action_space))
+        critic = KFACCritic(algo.value_kfac_damping, algo.value_kfac_max_change) \
+            if algo.value_optimizer == "kfac" else None
         value_fitter = ValueFitter(value, algo.value_lr, algo.value_epochs, algo.value_minibatch_size, config.seed,
-                                   process=algo.value_process)
+                                   process=algo.value_process, critic=critic)
         cleanup.callback(value_fitter.close)
         generator = torch.Generator().manual_seed(config.seed)
         global_step, iteration, *episodes = resume(run_dir, config, policy, value, value_fitter, envs, generator)

@@ -10,7 +10,7 @@ from torch.nn.utils import parameters_to_vector
 from trpo.advantages import normalize
 from trpo.config import AlgoConfig
 from trpo.curvature import DEFAULT_FISHER_METHOD, fisher_matvec, flat_grad, subsample_rows, unflatten
-from trpo.kfac import cg_preconditioner, kfac_preconditioner
+from trpo.kfac import KFACCritic, cg_preconditioner, kfac_preconditioner
 from trpo.linalg import conjugate_gradient_with_residual
 from trpo.policy import Policy
 from trpo.trust_region import line_search, natural_gradient_step, full_step
@@ -114,7 +114,7 @@ def natural_direction(policy: Policy, obs: Tensor, matvec: Callable[[Tensor], Te
 
 def fit_value(
     value: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | KFACCritic,
     obs: Tensor,
     returns: Tensor,
     epochs: int,
@@ -124,7 +124,7 @@ def fit_value(
     """Regress V(obs) on returns by minibatch MSE; returns the loss after fitting and explained variance.
 
     value: the value network, obs [B, obs_dim] -> [B].
-    optimizer: its optimizer (Adam by default).
+    optimizer: its optimizer (Adam by default), or a KFACCritic.
     obs: states [B, obs_dim].
     returns: targets R_t [B].
     epochs: passes over the batch.
@@ -143,6 +143,9 @@ def fit_value(
         device = generator.device if generator is not None else obs.device
         order = torch.randperm(batch, generator=generator, device=device).to(obs.device)
         for index in order.split(minibatch_size):
+            if isinstance(optimizer, KFACCritic):
+                optimizer.step(value, obs[index], returns[index])
+                continue
             loss = (value(obs[index]) - returns[index]).square().mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

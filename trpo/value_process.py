@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from trpo.kfac import KFACCritic
 from trpo.policy import ValueNetwork
 from trpo.processes import Child
 from trpo.update import fit_value
@@ -48,9 +49,10 @@ def _to_torch(tree: Any) -> Any:
 class _Fitter:
     """A value network's copy with its own optimizer and generator, where the fit runs."""
 
-    def __init__(self, value: ValueNetwork, lr: float, epochs: int, minibatch_size: int, seed: int):
+    def __init__(self, value: ValueNetwork, lr: float, epochs: int, minibatch_size: int, seed: int,
+                 critic: KFACCritic | None):
         self.value, self.epochs, self.minibatch_size = value, epochs, minibatch_size
-        self.optimizer = torch.optim.Adam(value.parameters(), lr=lr)
+        self.optimizer = torch.optim.Adam(value.parameters(), lr=lr) if critic is None else critic
         self.generator = torch.Generator().manual_seed(seed)
 
     def fit(self, obs: Tensor, returns: Tensor, weights: dict, normalizer: dict) -> tuple[dict, dict]:
@@ -87,17 +89,18 @@ class _NumpyFitter(_Fitter):
 
 
 class ValueFitter:
-    """Fits `value` by minibatch Adam regression: `start(obs, returns)`, later `result()`.
+    """Fits `value` by minibatch regression (Adam, or K-FAC): `start(obs, returns)`, later `result()`.
 
     value: the trainer's value network; result() loads the fitted weights into it.
     lr, epochs, minibatch_size: Adam's learning rate, passes over the batch, samples per step.
     seed: seeds the generator of the shuffles.
     process: fit on the CPU in a child process, overlapping whatever the trainer does between start and
         result; otherwise start() fits on value's device before it returns.
+    critic: a KFACCritic to fit with instead of Adam (lr then unused).
     """
 
     def __init__(self, value: ValueNetwork, lr: float, epochs: int, minibatch_size: int, seed: int,
-                 process: bool = False):
+                 process: bool = False, critic: KFACCritic | None = None):
         self.value = value
         self._pending = False
         self._metrics: dict[str, Tensor] = {}
@@ -108,9 +111,9 @@ class ValueFitter:
         fitted = copy.deepcopy(value)  # start() sends it value's weights and normalizer each time
         if process:
             self._fitter, self.child = None, Child("the value-fit process", _NumpyFitter, fitted.cpu(), lr, epochs,
-                                                    minibatch_size, seed)
+                                                    minibatch_size, seed, critic)
         else:
-            self._fitter, self.child = _Fitter(fitted, lr, epochs, minibatch_size, seed), None
+            self._fitter, self.child = _Fitter(fitted, lr, epochs, minibatch_size, seed, critic), None
 
     def _send(self, method: str, *args) -> None:
         if self.child is None:  # tensors stay where they are
