@@ -127,31 +127,42 @@ def summary(results: dict, envs: list[str], seeds: list[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(results: dict, envs: list[str], family: str, path: Path) -> None:
+def kl(reports: list[dict]) -> np.ndarray:
+    return np.array([r["kl_original_compressed"] for r in reports])
+
+
+def plot(results: dict, envs: list[str], family: str, path: Path, metric=kept) -> None:
+    """One panel per env: the metric (return kept, or kl) against bits or sparsity, a line per method."""
     methods, values = FAMILIES[family]
     columns = 4
     rows = -(-len(envs) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False)
     for ax, env in zip(axes.flat, envs):
         for method in methods:
-            points = [(v, kept(results[env, method, v])) for v in values if (env, method, v) in results]
+            points = [(v, metric(results[env, method, v])) for v in values if (env, method, v) in results]
             if not points:
                 continue
             x = [v for v, _ in points]
             ax.plot(x, [k.mean() for _, k in points], marker="o", label=method)
             ax.fill_between(x, [k.min() for _, k in points], [k.max() for _, k in points], alpha=0.2)
-        ax.axhline(1.0, color="grey", linewidth=0.5)
+        if metric is kept:
+            ax.axhline(1.0, color="grey", linewidth=0.5)
         ax.set_title(env)
         ax.set_xlabel("bits" if family == "quantization" else "sparsity")
-        ax.set_ylabel("return kept")
-        ax.set_ylim(-0.1, 1.15)
+        if metric is kept:
+            ax.set_ylabel("return kept")
+            ax.set_ylim(-0.1, 1.15)
+        else:
+            ax.set_ylabel("KL(original || compressed)")
+            ax.set_yscale("log")
         if family == "quantization":
             ax.set_xscale("log", base=2)
             ax.set_xticks(values, [str(v) for v in values])
         ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(envs):]:
         ax.axis("off")
-    figure.suptitle(f"{family}: return kept by the compressed policy (mean over seeds, min-max shaded)")
+    what = "return kept by" if metric is kept else "KL on held-out states of"
+    figure.suptitle(f"{family}: {what} the compressed policy (mean over seeds, min-max shaded)")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -179,6 +190,7 @@ def main() -> None:
     (args.out / "summary.md").write_text(summary(results, envs, args.seeds))
     for family in FAMILIES:
         plot(results, envs, family, args.out / f"{family}.png")
+        plot(results, envs, family, args.out / f"{family}-kl.png", metric=kl)
     print(f"wrote {args.out / 'summary.md'}")
 
 
