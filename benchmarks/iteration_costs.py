@@ -7,7 +7,8 @@
     directory), a trained policy's: each its own vector env, rollouts interleaved, env.step timed;
 (2) the trainer's pieces on a rollout of the preset, medians: values + GAE (`advantage_batch`), the
     policy step (`trpo_step`) and the value fit (`fit_value` with the preset's settings, which
-    algo.value_process runs in a child process).
+    algo.value_process runs in a child process), and two pieces of a K-FAC-preconditioned step: one
+    Fisher-vector product and the K-FAC factors with their inverses (`kfac_preconditioner`).
 """
 
 import argparse
@@ -21,6 +22,8 @@ from throughput import preset
 from trpo import checkpoint, collector, stepping
 from trpo.models import build_models
 from trpo.workers import make_envs
+from trpo.curvature import fisher_vector_product
+from trpo.kfac import kfac_preconditioner
 from trpo.train import advantage_batch
 from trpo.update import fit_value, trpo_step
 
@@ -114,10 +117,14 @@ def main() -> None:
         fit_value(value, optimizer, batch["obs"], batch["returns"], algo.value_epochs, algo.value_minibatch_size,
                   generator)
 
+    direction = torch.randn(sum(p.numel() for p in policy.parameters()), generator=generator)
     print("(2) the trainer's pieces per iteration (medians):")
     pieces = (("values + GAE (advantage_batch)", lambda: advantage_batch(rollout, value, algo, cpu), 300),
               ("policy step (trpo_step)", policy_step, 200),
-              (f"value fit ({algo.value_epochs} epochs)", value_fit, 40))
+              (f"value fit ({algo.value_epochs} epochs)", value_fit, 40),
+              ("one Fisher-vector product", lambda: fisher_vector_product(policy, batch["obs"], direction,
+                                                                          algo.damping, "mlp"), 200),
+              ("K-FAC factors and inverses", lambda: kfac_preconditioner(policy, batch["obs"], algo.damping), 200))
     for name, function, calls in pieces:
         print(f"    {name:<40} {median_ms(function, calls):7.2f} ms")
 
