@@ -1,20 +1,23 @@
 """K-FAC in learning: TRPO's preset beside K-FAC-preconditioned CG and algo=kfac, on the held-out seeds.
 
     .venv/bin/python benchmarks/kfac_learning.py [--envs HalfCheetah-v4 Hopper-v4 Walker2d-v4]
-                                                 [--seeds 5 6 7 8 9] [--jobs 2] [--report-only]
+                                                 [--seeds 5 6 7 8 9] [--jobs 2] [--report-only] [--timing]
 
 The preset's runs are the held-out v4 runs (benchmarks/results/mujoco-heldout, not rerun); every other
 variant runs through benchmarks/mujoco_suite.py into benchmarks/results/kfac-learning/<variant>/ with
 the same protocol (1M steps, algo.value_process=false as the held-out runs), so interrupted variants
 resume. Then summary.md (per env and variant: final evaluation mean, 95% CI, worst seed, the policy
 update's median time per iteration, wall time) and curves.png (training return, mean over seeds with
-a 95% band).
+a 95% band). With --timing, update-timing.md: the policy step (`trpo_step`) of each variant on the same
+batch (a preset rollout of the held-out seed-5 final policy), timed in turns in one process with one torch
+thread, so that the variants' update costs compare as ratios measured in one run.
 """
 
 import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import matplotlib
@@ -26,7 +29,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
+
+from throughput import preset  # noqa: E402
+from trpo import collector, stepping  # noqa: E402
+from trpo.evaluate import load_run as load_policy  # noqa: E402
+from trpo.models import build_models  # noqa: E402
 from trpo.report import bootstrap_ci, curve, load_run  # noqa: E402
+from trpo.train import advantage_batch  # noqa: E402
+from trpo.update import trpo_step  # noqa: E402
+from trpo.workers import make_envs  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PROTOCOL = ["algo.value_process=false"]  # as the held-out runs of the presets
@@ -74,6 +86,38 @@ def summary(envs: list[str], seeds: list[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def update_timing(envs: list[str], rounds: int = 60) -> str:
+    """Median trpo_step milliseconds per variant on one batch per env, the variants timed in turns."""
+    torch.set_num_threads(1)
+    lines = ["# The policy step's cost per variant, measured in one run", "",
+             "Command: `.venv/bin/python benchmarks/kfac_learning.py --report-only --timing`. Per env: one preset "
+             f"rollout of the held-out seed-5 final policy; `trpo_step` of each variant on that batch, {rounds} rounds "
+             "in turns after 3 warm-up rounds, one torch thread; median ms and the ratio to the preset's.", "",
+             "| env | batch | " + " | ".join(VARIANTS) + " |", "|---|---|" + "---|" * len(VARIANTS)]
+    for env_id in envs:
+        _, policy, _ = load_policy(RESULTS / "mujoco-heldout" / "runs" / f"{env_id}-s5")
+        configs = [preset(env_id, 10**6, [*PROTOCOL, *(overrides or [])]) for _, overrides in VARIANTS.values()]
+        probe = make_envs(env_id, configs[0].env, configs[0].algo.gamma)
+        _, value = build_models(configs[0], probe.single_observation_space, probe.single_action_space)
+        rollout = collector.collect(probe, policy, stepping.start(probe, 0), configs[0].steps_per_env)
+        probe.close()
+        batch = advantage_batch(rollout, value, configs[0].algo, torch.device("cpu"))
+        saved = {k: v.clone() for k, v in policy.state_dict().items()}
+        times = [[] for _ in configs]
+        for round_ in range(rounds + 3):
+            for i, config in enumerate(configs):
+                policy.load_state_dict(saved)
+                started = time.perf_counter()
+                trpo_step(policy, batch["obs"], batch["actions"], batch["log_probs"], batch["advantages"], config.algo,
+                          torch.Generator().manual_seed(round_))
+                if round_ >= 3:
+                    times[i].append(time.perf_counter() - started)
+        medians = [1000 * float(np.median(t)) for t in times]
+        lines.append(f"| {env_id} | {len(batch['obs'])} | " +
+                     " | ".join(f"{m:.1f} ({m / medians[0]:.2f}x)" for m in medians) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(envs: list[str], seeds: list[int], path: Path) -> None:
     rng = np.random.default_rng(0)
     figure, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.8), squeeze=False)
@@ -101,6 +145,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[5, 6, 7, 8, 9])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--report-only", action="store_true", help="tables and plots from the runs already there")
+    parser.add_argument("--timing", action="store_true", help="also time each variant's policy step in one run")
     args = parser.parse_args()
     if not args.report_only:
         for directory, overrides in VARIANTS.values():
@@ -114,6 +159,9 @@ def main() -> None:
     (out / "summary.md").write_text(summary(args.envs, args.seeds))
     plot(args.envs, args.seeds, out / "curves.png")
     print((out / "summary.md").read_text())
+    if args.timing:
+        (out / "update-timing.md").write_text(update_timing(args.envs))
+        print((out / "update-timing.md").read_text())
 
 
 if __name__ == "__main__":
