@@ -20,10 +20,10 @@ import torch
 
 from throughput import preset
 from trpo import checkpoint, collector, stepping
-from trpo.models import build_models
-from trpo.workers import make_envs
 from trpo.curvature import fisher_vector_product
 from trpo.kfac import kfac_preconditioner
+from trpo.models import build_models
+from trpo.workers import make_envs
 from trpo.train import advantage_batch
 from trpo.update import fit_value, trpo_step
 

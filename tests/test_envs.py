@@ -5,6 +5,7 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -26,8 +27,6 @@ def test_a_mujoco_warning_is_shown_once_not_once_per_env():
 def test_v5_steps_as_v4_where_the_v5_preset_says_nothing_changed(name, changed):
     # conf/env/{HalfCheetah,Swimmer}-v5.yaml take the v4 tuning and target as they are because the env is the
     # same; Hopper-v5, whose reward changed (no healthy reward on the terminating step), shows the test can tell.
-    import gymnasium as gym
-
     old, new = gym.make(f"{name}-v4"), gym.make(f"{name}-v5")
     rng = np.random.default_rng(0)
     differences = [np.abs(old.reset(seed=3)[0] - new.reset(seed=3)[0]).max()]
