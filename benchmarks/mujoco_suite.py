@@ -11,8 +11,9 @@ it stopped. Then `trpo.report` draws the curves (`<out>/<env>.png`, `<out>/resul
 writes `<out>/comparison.md`: per env the final deterministic evaluation (mean, 95% bootstrap CI over
 seeds, worst seed), seeds, steps and wall time, next to the best published figure and the target.
 With --peer tianshou it runs Tianshou's TRPO with its own MuJoCo example settings instead, for the
-same envs and seeds (`benchmarks/peers.py`, into `<out>/peers/<env>-s<seed>`), evaluated the same way;
-the table then shows its mean beside ours, and the target becomes the peer's mean where that is higher.
+same envs and seeds and the preset's step budget (`benchmarks/peers.py`, into `<out>/peers/<env>-s<seed>`),
+evaluated the same way; the table then shows its mean beside ours, and the target becomes the peer's mean where
+that is higher.
 (Not named mujoco.py: a script's folder comes first on sys.path, where it would shadow mujoco.)
 """
 
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trpo.command_line import composed
 from trpo.report import bootstrap_ci, load_run, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,8 +55,9 @@ def run(env_id: str, seed: int, out: Path, overrides: list[str], peer: str | Non
     if (run_dir / "eval.json").exists():
         return None
     if peer:
+        steps = composed([f"env={env_id}"])[0].total_steps  # the preset's budget (200k for InvertedPendulum)
         command = [sys.executable, str(ROOT / "benchmarks" / "peers.py"), peer, "--env", env_id, "--seed", str(seed),
-                   "--run-dir", str(run_dir)]
+                   "--steps", str(steps), "--run-dir", str(run_dir)]
     else:
         command = [sys.executable, "-m", "trpo.train", f"env={env_id}", f"seed={seed}", f"hydra.run.dir={run_dir}",
                    "logger.progress_bar=false", "torch_threads=1", *overrides]
