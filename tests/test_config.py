@@ -45,6 +45,7 @@ def test_algo_presets_match_the_schema(name):
 
 V5_PRESETS = ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Swimmer-v5", "Humanoid-v5",
               "InvertedPendulum-v5", "InvertedDoublePendulum-v5"]
+V5_RETUNED = {"InvertedPendulum-v5": {"steps_per_env": 128}}  # tuned on v5 seeds 0-4 (benchmarks/README.md)
 
 
 @pytest.mark.parametrize("env_id", V5_PRESETS)
@@ -54,7 +55,7 @@ def test_each_v5_id_resolves_its_preset(env_id):
     defaults, _ = command_line.composed(["env=Pusher-v5"])  # an id without a preset: the schema's values
     assert v5.env_id == env_id and command_line.preset_note(env_id) is None
     v5.env_id = v4.env_id
-    assert v5 == v4  # v5 starts from the v4 preset
+    assert v5 == OmegaConf.merge(v4, V5_RETUNED.get(env_id, {}))  # the v4 preset and only what v5 retuned
     assert v5 != OmegaConf.merge(defaults, {"env_id": v4.env_id})  # ... which differs from the defaults
 
 
