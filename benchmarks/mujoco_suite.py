@@ -49,13 +49,12 @@ PUBLISHED |= {f"{name}-v5": (V5_ANCHOR, PUBLISHED[f"{name}-v4"][1] if name in ("
                            "InvertedPendulum", "InvertedDoublePendulum")}
 
 
-def run(env_id: str, seed: int, out: Path, overrides: list[str], peer: str | None = None) -> str | None:
+def run(env_id: str, seed: int, out: Path, overrides: list[str], peer: str | None = None, steps: int = 0) -> str | None:
     """One training run (ours, or the peer's); None when it succeeded (or had already), else the end of its stderr."""
     run_dir = out / ("peers" if peer else "runs") / f"{env_id}-s{seed}"
     if (run_dir / "eval.json").exists():
         return None
     if peer:
-        steps = composed([f"env={env_id}"])[0].total_steps  # the preset's budget (200k for InvertedPendulum)
         command = [sys.executable, str(ROOT / "benchmarks" / "peers.py"), peer, "--env", env_id, "--seed", str(seed),
                    "--steps", str(steps), "--run-dir", str(run_dir)]
     else:
@@ -110,8 +109,10 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     jobs = [(env_id, seed) for env_id in args.envs for seed in args.seeds]
+    # The peer trains for the preset's budget (200k for InvertedPendulum); composed here, as Hydra is not thread-safe.
+    budgets = {env_id: composed([f"env={env_id}"])[0].total_steps for env_id in args.envs}
     with ThreadPoolExecutor(args.jobs) as pool:
-        failures = list(pool.map(lambda job: run(*job, args.out, args.overrides, args.peer), jobs))
+        failures = list(pool.map(lambda job: run(*job, args.out, args.overrides, args.peer, budgets[job[0]]), jobs))
     for (env_id, seed), failure in zip(jobs, failures):
         if failure:
             print(f"{env_id} seed {seed} failed:\n{failure}", file=sys.stderr)
