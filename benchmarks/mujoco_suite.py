@@ -49,7 +49,8 @@ PUBLISHED |= {f"{name}-v5": (V5_ANCHOR, PUBLISHED[f"{name}-v4"][1] if name in ("
                            "InvertedPendulum", "InvertedDoublePendulum")}
 
 
-def run(env_id: str, seed: int, out: Path, overrides: list[str], peer: str | None = None, steps: int = 0) -> str | None:
+def run(env_id: str, seed: int, out: Path, overrides: list[str], peer: str | None = None,
+        steps: int | None = None) -> str | None:
     """One training run (ours, or the peer's); None when it succeeded (or had already), else the end of its stderr."""
     run_dir = out / ("peers" if peer else "runs") / f"{env_id}-s{seed}"
     if (run_dir / "eval.json").exists():
@@ -110,9 +111,9 @@ def main() -> None:
     args = parser.parse_args()
     jobs = [(env_id, seed) for env_id in args.envs for seed in args.seeds]
     # The peer trains for the preset's budget (200k for InvertedPendulum); composed here, as Hydra is not thread-safe.
-    budgets = {env_id: composed([f"env={env_id}"])[0].total_steps for env_id in args.envs}
+    budgets = {env_id: composed([f"env={env_id}"])[0].total_steps for env_id in args.envs} if args.peer else {}
     with ThreadPoolExecutor(args.jobs) as pool:
-        failures = list(pool.map(lambda job: run(*job, args.out, args.overrides, args.peer, budgets[job[0]]), jobs))
+        failures = list(pool.map(lambda job: run(*job, args.out, args.overrides, args.peer, budgets.get(job[0])), jobs))
     for (env_id, seed), failure in zip(jobs, failures):
         if failure:
             print(f"{env_id} seed {seed} failed:\n{failure}", file=sys.stderr)
