@@ -31,6 +31,11 @@ def test_bad_values_fail_naming_key_value_and_what_is_allowed(key, value, allowe
         AlgoConfig(**{key: value})
 
 
+def test_a_decaying_value_lr_needs_adam():
+    with pytest.raises(ValueError, match=r"^algo\.value_lr_decay=True is invalid: needs value_optimizer=adam"):
+        AlgoConfig(value_lr_decay=True, value_optimizer="kfac")
+
+
 @pytest.mark.parametrize("name", ["trpo", "npg"])
 def test_algo_presets_match_the_schema(name):
     preset = OmegaConf.load(CONF / "algo" / f"{name}.yaml")

@@ -189,6 +189,14 @@ def test_resume_continues_from_the_checkpoint_without_duplicate_iterations(tmp_p
     assert not torch.equal(resumed["policy"]["logits.0.weight"], saved["policy"]["logits.0.weight"])
 
 
+def test_a_decaying_value_lr_reaches_zero_at_the_last_of_the_runs_updates(tmp_path):
+    train(composed("CartPole-v1", "debug=smoke", "total_steps=320", "algo.value_lr_decay=true"), tmp_path)
+    saved = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)
+    schedule = saved["value_fit"]["scheduler"]
+    assert saved["iteration"] == 3 and (schedule["total_iters"], schedule["last_epoch"]) == (3, 3)  # ceil(320 / 128)
+    assert saved["value_fit"]["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0, abs=1e-12)
+
+
 def test_a_new_run_refuses_a_directory_that_holds_a_run(tmp_path):
     train(composed("CartPole-v1", "debug=smoke"), tmp_path)
     metrics = (tmp_path / "metrics.jsonl").read_text()

@@ -47,36 +47,60 @@ def test_child_process_fits_exactly_as_in_process():
     assert local_state["optimizer"]["state"][0]["step"] == remote_state["optimizer"]["state"][0]["step"] == 36  # 3 fits x 3 epochs x 4 minibatches
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "kfac"])
+@pytest.mark.parametrize("process", [False, True])
+def test_a_decaying_learning_rate_falls_linearly_to_zero_and_stays(process):
+    torch.manual_seed(0)
+    value = ValueNetwork(3)
+    fitter = ValueFitter(value, lr=1e-2, epochs=1, minibatch_size=64, seed=1, process=process, lr_decay_fits=4)
+    data = list(batches(6))
+    for fits, (obs, returns) in enumerate(data[:5]):
+        assert fitter.state()["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-2 * max(0, 1 - fits / 4),
+                                                                                     abs=1e-12)
+        fitter.start(obs, returns)
+        fitter.result()
+    frozen = {k: v.clone() for k, v in value.state_dict().items()}
+    fitter.start(*data[5])  # at lr 0 a fit changes nothing
+    fitter.result()
+    fitter.close()
+    assert all(torch.equal(tensor, frozen[name]) for name, tensor in value.state_dict().items())
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adam with lr decay", "kfac"])
 def test_state_round_trip_continues_the_same_fit(optimizer):
     critic = (lambda: KFACCritic(0.01, 0.01)) if optimizer == "kfac" else (lambda: None)
+    lr_decay_fits = 4 if optimizer == "adam with lr decay" else None  # lr x 1, 3/4, 1/2 over the three fits
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the child: K-FAC's Cholesky on more threads differs in the last bits
     try:
-        continued_in_a_child(critic)
+        continued_in_a_child(critic, lr_decay_fits)
     finally:
         torch.set_num_threads(threads)
 
 
-def continued_in_a_child(critic):
+def continued_in_a_child(critic, lr_decay_fits):
     torch.manual_seed(0)
     value = ValueNetwork(3)
-    first = ValueFitter(value, lr=1e-2, epochs=2, minibatch_size=64, seed=1, critic=critic())
-    data = list(batches(2))
+    first = ValueFitter(value, lr=1e-2, epochs=2, minibatch_size=64, seed=1, critic=critic(),
+                        lr_decay_fits=lr_decay_fits)
+    data = list(batches(3))
     first.start(*data[0])
     first.result()
     state, weights = first.state(), {k: v.clone() for k, v in value.state_dict().items()}
-    first.start(*data[1])
-    expected = first.result()
+    for obs, returns in data[1:]:  # two fits after the checkpoint: the schedule's own state decides the second
+        first.start(obs, returns)
+        expected = first.result()
 
     restored_value = ValueNetwork(3)
     restored_value.load_state_dict(weights)
     second = ValueFitter(restored_value, lr=1e-2, epochs=2, minibatch_size=64, seed=99, process=True,
-                         critic=critic())
+                         critic=critic(), lr_decay_fits=lr_decay_fits)
     second.load_state(state)
-    second.start(*data[1])
-    assert torch.equal(second.result()["value/loss"], expected["value/loss"])
+    for obs, returns in data[1:]:
+        second.start(obs, returns)
+        continued = second.result()
+    assert torch.equal(continued["value/loss"], expected["value/loss"])
     second.close()
+    assert all(torch.equal(tensor, value.state_dict()[name]) for name, tensor in restored_value.state_dict().items())
 
 
 def test_errors_in_the_child_are_reported():

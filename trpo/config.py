@@ -1,5 +1,6 @@
 """Configuration schema: dataclasses with range checks that name the key, the bad value and what is allowed."""
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,7 @@ class AlgoConfig:
     gamma: float = 0.99
     gae_lambda: float = 0.95
     value_lr: float = 1e-3
+    value_lr_decay: bool = False  # Adam's value_lr falls linearly to 0 over the run's updates (Tianshou's lr_decay)
     value_epochs: int = 10
     value_minibatch_size: int = 64
     value_process: bool = False  # fit the value function in a child process during the policy step and next rollout
@@ -79,6 +81,8 @@ class AlgoConfig:
             "value_optimizer": (self.value_optimizer in VALUE_OPTIMIZERS, f"choose one of {VALUE_OPTIMIZERS}"),
             "value_kfac_damping": (self.value_kfac_damping > 0, "must be > 0"),
             "value_kfac_max_change": (self.value_kfac_max_change > 0, "must be > 0"),
+            "value_lr_decay": (not self.value_lr_decay or self.value_optimizer == "adam",
+                               "needs value_optimizer=adam (K-FAC's critic has no learning rate)"),
         }
         for name, (ok, allowed) in checks.items():
             _check("algo", name, getattr(self, name), ok, allowed)
@@ -223,6 +227,11 @@ class Config:
     @property
     def batch_size(self) -> int:
         return self.steps_per_env * self.env.num_envs
+
+    @property
+    def updates(self) -> int:
+        """Policy updates (and value fits) in a run: one per batch until total_steps is reached."""
+        return math.ceil(self.total_steps / self.batch_size)
 
     def __post_init__(self):
         _check("", "seed", self.seed, self.seed >= 0, "must be an integer >= 0")

@@ -64,7 +64,8 @@ def train(config: Config, run_dir: Path) -> float:
         critic = KFACCritic(algo.value_kfac_damping, algo.value_kfac_max_change) \
             if algo.value_optimizer == "kfac" else None
         value_fitter = ValueFitter(value, algo.value_lr, algo.value_epochs, algo.value_minibatch_size, config.seed,
-                                   process=algo.value_process, critic=critic)
+                                   process=algo.value_process, critic=critic,
+                                   lr_decay_fits=config.updates if algo.value_lr_decay else None)
         cleanup.callback(value_fitter.close)
         generator = torch.Generator().manual_seed(config.seed)
         global_step, iteration, *episodes = resume(run_dir, config, policy, value, value_fitter, envs, generator)

@@ -50,10 +50,12 @@ class _Fitter:
     """A value network's copy with its own optimizer and generator, where the fit runs."""
 
     def __init__(self, value: ValueNetwork, lr: float, epochs: int, minibatch_size: int, seed: int,
-                 critic: KFACCritic | None):
+                 critic: KFACCritic | None, lr_decay_fits: int | None):
         self.value, self.epochs, self.minibatch_size = value, epochs, minibatch_size
         self.optimizer = torch.optim.Adam(value.parameters(), lr=lr) if critic is None else critic
         self.generator = torch.Generator().manual_seed(seed)
+        self.scheduler = None if lr_decay_fits is None else torch.optim.lr_scheduler.LinearLR(
+            self.optimizer, start_factor=1.0, end_factor=0.0, total_iters=lr_decay_fits)
 
     def fit(self, obs: Tensor, returns: Tensor, weights: dict, normalizer: dict) -> tuple[dict, dict]:
         """Fit from the trainer's value weights and normalizer; returns the new weights and the metrics."""
@@ -61,14 +63,19 @@ class _Fitter:
         self.value.normalizer.load_state_dict(normalizer)
         metrics = fit_value(self.value, self.optimizer, obs, returns, self.epochs, self.minibatch_size,
                             self.generator)
+        if self.scheduler is not None:
+            self.scheduler.step()
         return self.value.body.state_dict(), metrics
 
     def state(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()}
+        state = {"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()}
+        return state if self.scheduler is None else state | {"scheduler": self.scheduler.state_dict()}
 
     def load_state(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])  # it moves its state next to the parameters
         self.generator.set_state(state["generator"].cpu())
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
 
 
 class _NumpyFitter(_Fitter):
@@ -97,10 +104,11 @@ class ValueFitter:
     process: fit on the CPU in a child process, overlapping whatever the trainer does between start and
         result; otherwise start() fits on value's device before it returns.
     critic: a KFACCritic to fit with instead of Adam (lr then unused).
+    lr_decay_fits: Adam's lr falls linearly from lr to 0 over this many fits (None: it stays at lr).
     """
 
     def __init__(self, value: ValueNetwork, lr: float, epochs: int, minibatch_size: int, seed: int,
-                 process: bool = False, critic: KFACCritic | None = None):
+                 process: bool = False, critic: KFACCritic | None = None, lr_decay_fits: int | None = None):
         self.value = value
         self._pending = False
         self._metrics: dict[str, Tensor] = {}
@@ -111,9 +119,9 @@ class ValueFitter:
         fitted = copy.deepcopy(value)  # start() sends it value's weights and normalizer each time
         if process:
             self._fitter, self.child = None, Child("the value-fit process", _NumpyFitter, fitted.cpu(), lr, epochs,
-                                                    minibatch_size, seed, critic)
+                                                    minibatch_size, seed, critic, lr_decay_fits)
         else:
-            self._fitter, self.child = _Fitter(fitted, lr, epochs, minibatch_size, seed, critic), None
+            self._fitter, self.child = _Fitter(fitted, lr, epochs, minibatch_size, seed, critic, lr_decay_fits), None
 
     def _send(self, method: str, *args) -> None:
         if self.child is None:  # tensors stay where they are
