@@ -192,9 +192,21 @@ def test_resume_continues_from_the_checkpoint_without_duplicate_iterations(tmp_p
 def test_a_decaying_value_lr_reaches_zero_at_the_last_of_the_runs_updates(tmp_path):
     train(composed("CartPole-v1", "debug=smoke", "total_steps=320", "algo.value_lr_decay=true"), tmp_path)
     saved = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)
-    schedule = saved["value_fit"]["scheduler"]
-    assert saved["iteration"] == 3 and (schedule["total_iters"], schedule["last_epoch"]) == (3, 3)  # ceil(320 / 128)
+    assert saved["iteration"] == saved["value_fit"]["scheduler"]["last_epoch"] == 3  # ceil(320 / 128)
     assert saved["value_fit"]["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0, abs=1e-12)
+
+
+def test_a_run_resumed_with_more_steps_decays_the_value_lr_over_its_new_length(tmp_path):
+    train(composed("CartPole-v1", "debug=smoke", "total_steps=256", "algo.value_lr_decay=true"), tmp_path)
+    ended = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)
+    train(composed("CartPole-v1", "debug=smoke", "checkpoint.resume=auto", "total_steps=512",
+                   "algo.value_lr_decay=true"), tmp_path)
+    resumed = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)
+    assert resumed["value_fit"]["scheduler"]["last_epoch"] == 4
+    assert resumed["value_fit"]["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0, abs=1e-12)
+    # at the old schedule's lr (0 from the second fit on) the critic would not move after the resume
+    weights = [name for name in resumed["value"] if not name.startswith("normalizer.")]
+    assert weights and any(not torch.equal(resumed["value"][name], ended["value"][name]) for name in weights)
 
 
 def test_a_new_run_refuses_a_directory_that_holds_a_run(tmp_path):

@@ -65,6 +65,24 @@ def test_a_decaying_learning_rate_falls_linearly_to_zero_and_stays(process):
     assert all(torch.equal(tensor, frozen[name]) for name, tensor in value.state_dict().items())
 
 
+@pytest.mark.parametrize("process", [False, True])
+def test_a_decaying_learning_rate_continues_over_a_longer_schedule_after_a_load(process):
+    torch.manual_seed(0)
+    data = list(batches(3))
+    first = ValueFitter(ValueNetwork(3), lr=1e-2, epochs=1, minibatch_size=64, seed=1, lr_decay_fits=2)
+    for obs, returns in data[:2]:
+        first.start(obs, returns)
+    state = first.state()  # both fits of a 2-fit schedule done: lr 0
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0, abs=1e-12)
+    longer = ValueFitter(ValueNetwork(3), lr=1e-2, epochs=1, minibatch_size=64, seed=1, process=process,
+                         lr_decay_fits=4)
+    longer.load_state(state)
+    for fits in (2, 3, 4):
+        assert longer.state()["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-2 * (1 - fits / 4), abs=1e-12)
+        longer.start(*data[2])
+    longer.close()
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "adam with lr decay", "kfac"])
 def test_state_round_trip_continues_the_same_fit(optimizer):
     critic = (lambda: KFACCritic(0.01, 0.01)) if optimizer == "kfac" else (lambda: None)

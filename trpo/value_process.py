@@ -54,8 +54,10 @@ class _Fitter:
         self.value, self.epochs, self.minibatch_size = value, epochs, minibatch_size
         self.optimizer = torch.optim.Adam(value.parameters(), lr=lr) if critic is None else critic
         self.generator = torch.Generator().manual_seed(seed)
-        self.scheduler = None if lr_decay_fits is None else torch.optim.lr_scheduler.LinearLR(
-            self.optimizer, start_factor=1.0, end_factor=0.0, total_iters=lr_decay_fits)
+        # The lr in closed form of the fits done, so a run resumed with a larger total_steps decays over its new
+        # length (a chained schedule would keep the saved one's).
+        self.scheduler = None if lr_decay_fits is None else torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda fits: max(0.0, 1.0 - fits / lr_decay_fits))
 
     def fit(self, obs: Tensor, returns: Tensor, weights: dict, normalizer: dict) -> tuple[dict, dict]:
         """Fit from the trainer's value weights and normalizer; returns the new weights and the metrics."""
@@ -76,6 +78,8 @@ class _Fitter:
         self.generator.set_state(state["generator"].cpu())
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+            self.scheduler.last_epoch -= 1
+            self.scheduler.step()  # the lr of the fits done on this run's schedule, not the saved lr
 
 
 class _NumpyFitter(_Fitter):
