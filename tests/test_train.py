@@ -196,6 +196,19 @@ def test_a_decaying_value_lr_reaches_zero_at_the_last_of_the_runs_updates(tmp_pa
     assert saved["value_fit"]["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0, abs=1e-12)
 
 
+def test_a_decaying_max_kl_bounds_each_updates_kl_by_its_share_of_the_run(tmp_path):
+    kls = {}
+    for decay in (False, True):
+        run_dir = tmp_path / str(decay)
+        train(composed("CartPole-v1", "debug=smoke", "total_steps=512", f"algo.max_kl_decay={decay}"), run_dir)
+        rows = read_metrics(run_dir)
+        assert all(row["policy/accepted"] == 1 for row in rows)
+        kls[decay] = [row["policy/kl"] for row in rows]
+    max_kl = 0.02  # CartPole-v1's preset; 4 updates of 128 steps
+    assert all(kl <= max_kl * (1 - update / 4) for update, kl in enumerate(kls[True]))
+    assert kls[False][3] > max_kl / 4  # the undecayed last step is larger than the decayed bound
+
+
 def test_a_run_resumed_with_more_steps_decays_the_value_lr_over_its_new_length(tmp_path):
     train(composed("CartPole-v1", "debug=smoke", "total_steps=256", "algo.value_lr_decay=true"), tmp_path)
     ended = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)

@@ -1,7 +1,7 @@
 """Configuration schema: dataclasses with range checks that name the key, the bad value and what is allowed."""
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -51,6 +51,7 @@ class AlgoConfig:
     gamma: float = 0.99
     gae_lambda: float = 0.95
     value_lr: float = 1e-3
+    max_kl_decay: bool = False  # max_kl falls linearly towards 0 over the run's updates (value_lr_decay's twin)
     value_lr_decay: bool = False  # Adam's value_lr falls linearly to 0 over the run's updates (Tianshou's lr_decay)
     value_epochs: int = 10
     value_minibatch_size: int = 64
@@ -86,6 +87,10 @@ class AlgoConfig:
         }
         for name, (ok, allowed) in checks.items():
             _check("algo", name, getattr(self, name), ok, allowed)
+
+    def at_update(self, update: int, updates: int) -> "AlgoConfig":
+        """The settings of update `update` (0, 1, ...) of `updates`: with max_kl_decay, max_kl x (1 - update/updates)."""
+        return replace(self, max_kl=self.max_kl * (1 - update / updates)) if self.max_kl_decay else self
 
 
 BACKENDS = ("gymnasium", "envpool")

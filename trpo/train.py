@@ -90,8 +90,8 @@ def train(config: Config, run_dir: Path) -> float:
                 normalizer = policy.normalizer.updated(batch["obs"]) if config.env.normalize_observations else None
                 value_fitter.start(batch["obs"], batch["returns"], normalizer)  # with algo.value_process: meanwhile
                 metrics = trpo_step(policy, batch["obs"], batch["actions"], batch["log_probs"], batch["advantages"],
-                                    algo, generator, diagnostics_due(config.diagnostics, algo, config.seed, iteration,
-                                                                     device))
+                                    algo.at_update(iteration, config.updates), generator,
+                                    diagnostics_due(config.diagnostics, algo, config.seed, iteration, device))
                 if normalizer is not None:  # after the policy step, so that log pi_old matches theta_old
                     policy.normalizer.load_state_dict(normalizer)
                 if acting_policy is not policy:
