@@ -50,9 +50,8 @@ def test_algo_presets_match_the_schema(name):
 
 V5_PRESETS = ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Swimmer-v5", "Humanoid-v5",
               "InvertedPendulum-v5", "InvertedDoublePendulum-v5"]
-# what v5 retuned on its seeds 0-4 (benchmarks/README.md), or kept of an older v4 preset
-V5_RETUNED = {"InvertedDoublePendulum-v5": {"algo": {"max_kl_decay": False}},
-              "InvertedPendulum-v5": {"steps_per_env": 128, "algo": {"value_lr_decay": True}},
+# what v5 retuned on its seeds 0-4 (benchmarks/README.md)
+V5_RETUNED = {"InvertedPendulum-v5": {"steps_per_env": 128, "algo": {"value_lr_decay": True}},
               "Ant-v5": {"env": {"kwargs": {"include_cfrc_ext_in_observation": False}}},
               "Walker2d-v5": {"algo": {"value_lr_decay": True}},
               "Humanoid-v5": {"algo": {"value_lr_decay": True}}}
