@@ -36,6 +36,7 @@ class AlgoConfig:
     # kfac: the K-FAC direction (trpo.kfac), its length from the exact FVP, then TRPO's line search
     name: str = "trpo"
     max_kl: float = 0.01
+    max_kl_decay: bool = False  # max_kl falls linearly towards 0 over the run's updates (value_lr_decay's twin)
     damping: float = 0.1
     cg_iters: int = 10
     cg_residual_tol: float = 1e-10
@@ -51,7 +52,6 @@ class AlgoConfig:
     gamma: float = 0.99
     gae_lambda: float = 0.95
     value_lr: float = 1e-3
-    max_kl_decay: bool = False  # max_kl falls linearly towards 0 over the run's updates (value_lr_decay's twin)
     value_lr_decay: bool = False  # Adam's value_lr falls linearly to 0 over the run's updates (Tianshou's lr_decay)
     value_epochs: int = 10
     value_minibatch_size: int = 64
@@ -89,7 +89,7 @@ class AlgoConfig:
             _check("algo", name, getattr(self, name), ok, allowed)
 
     def at_update(self, update: int, updates: int) -> "AlgoConfig":
-        """The settings of update `update` (0, 1, ...) of `updates`: with max_kl_decay, max_kl x (1 - update/updates)."""
+        """The settings of update `update` (0, 1, ...) of `updates`: max_kl x (1 - update/updates) with max_kl_decay."""
         return replace(self, max_kl=self.max_kl * (1 - update / updates)) if self.max_kl_decay else self
 
 
