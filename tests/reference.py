@@ -40,6 +40,15 @@ def reference_kl(policy, old_outputs, new_outputs):
     return kl_divergence(distribution_of(old_outputs), distribution_of(new_outputs))
 
 
+def reference_entropy(policy, outputs):
+    """Entropy per state by torch.distributions, independently of the policy classes."""
+    if hasattr(policy, "nvec"):
+        return sum(Categorical(logits=logits).entropy() for logits in outputs[0].split(policy.nvec, -1))
+    if type(policy).__name__ == "BernoulliPolicy":
+        return Independent(Bernoulli(logits=outputs[0]), 1).entropy()
+    return distribution_of(outputs).entropy()
+
+
 def reference_log_prob(policy, outputs, actions):
     """log pi(a|s) per state by torch.distributions, independently of the policy classes."""
     if hasattr(policy, "nvec"):

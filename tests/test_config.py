@@ -25,6 +25,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
     ("fisher_subsample", 0.0, r"must be in \(0, 1\]"),
     ("name", "ppo", "choose one of"),
     ("value_epochs", 0, "must be an integer >= 1"),
+    ("entropy_coef", -0.01, "must be >= 0"),
 ])
 def test_bad_values_fail_naming_key_value_and_what_is_allowed(key, value, allowed):
     with pytest.raises(ValueError, match=rf"^algo\.{key}={value!r} is invalid: {allowed}"):

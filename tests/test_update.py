@@ -3,7 +3,7 @@ import torch
 from torch.nn.utils import parameters_to_vector
 
 from policies import KINDS, num_params, tiny_batch, tiny_policy
-from reference import dense_fisher, distribution_of, reference_kl, reference_log_prob
+from reference import dense_fisher, distribution_of, reference_entropy, reference_kl, reference_log_prob
 from trpo.config import AlgoConfig
 from trpo.curvature import subsample_rows
 from trpo.policy import ValueNetwork
@@ -13,10 +13,13 @@ from trpo.update import fit_value, trpo_step
 
 
 def reference_full_step(policy, obs, actions, log_probs, advantages, config, fisher_obs=None):
-    """s = sqrt(2 max_kl / x^T A x) x with x = solve(A, g), A = dense Fisher + damping I."""
+    """s = sqrt(2 max_kl / x^T A x) x with x = solve(A, g), A = dense Fisher + damping I, g the gradient of
+    the surrogate plus config.entropy_coef times the mean entropy."""
     normalized = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-    ratio = torch.exp(reference_log_prob(policy, policy(obs), actions) - log_probs)
-    grads = torch.autograd.grad((ratio * normalized).mean(), list(policy.parameters()))
+    outputs = policy(obs)
+    ratio = torch.exp(reference_log_prob(policy, outputs, actions) - log_probs)
+    objective = (ratio * normalized).mean() + config.entropy_coef * reference_entropy(policy, outputs).mean()
+    grads = torch.autograd.grad(objective, list(policy.parameters()))
     g = torch.cat([gr.reshape(-1) for gr in grads])
     fisher = dense_fisher(policy, obs if fisher_obs is None else fisher_obs)
     A = fisher + config.damping * torch.eye(len(g), dtype=g.dtype)
@@ -82,6 +85,37 @@ def test_accepted_steps_never_exceed_max_kl_with_default_settings(kind, seed):
     _, kl = surrogate_and_kl(old_outputs, policy, *batch)
     assert kl <= 0.02
     assert stats["policy/accepted"].item() == 1 or kl == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_entropy_bonus_adds_its_gradient_to_the_natural_gradient_step(kind):
+    policy = tiny_policy(kind, seed=3)
+    batch = tiny_batch(policy, size=50, seed=4)
+    config = AlgoConfig(name="npg", entropy_coef=0.5, cg_iters=3 * num_params(policy), cg_residual_tol=1e-28)
+    expected = reference_full_step(policy, *batch, config)
+    without_bonus = reference_full_step(policy, *batch, AlgoConfig(name="npg"))
+    assert (expected - without_bonus).norm() > 0.05 * expected.norm()  # the bonus changes the direction
+    before = flat(policy)
+    trpo_step(policy, *batch, config)
+    torch.testing.assert_close(flat(policy) - before, expected, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_with_zero_advantages_the_entropy_bonus_alone_raises_the_entropy_within_the_kl_bound(kind):
+    policy = tiny_policy(kind, seed=1)
+    obs, actions, log_probs, advantages = tiny_batch(policy)
+    with torch.no_grad():
+        old_outputs = tuple(o.detach().clone() for o in policy(obs))
+        entropy_before = reference_entropy(policy, old_outputs).mean()
+    config = AlgoConfig(entropy_coef=0.01, max_kl=0.01, normalize_advantages=False)
+    stats = trpo_step(policy, obs, actions, log_probs, torch.zeros_like(advantages), config)
+    with torch.no_grad():
+        new_outputs = policy(obs)
+        entropy_after = reference_entropy(policy, new_outputs).mean()
+        kl = reference_kl(policy, old_outputs, new_outputs).mean()
+    assert stats["policy/accepted"].item() == 1 and 0 < kl <= 0.01
+    assert entropy_after > entropy_before
+    torch.testing.assert_close(stats["policy/surrogate_gain"], 0.01 * (entropy_after - entropy_before))
 
 
 def test_fisher_subsample_uses_the_generators_rows():

@@ -49,6 +49,7 @@ class AlgoConfig:
     fisher_method: str = "auto"  # mlp | analytic | autograd | auto (per-device default)
     fisher_subsample: float = 1.0  # fraction of the batch used for Fisher-vector products
     normalize_advantages: bool = True
+    entropy_coef: float = 0.0  # the step ascends surrogate + entropy_coef * mean entropy (baselines' entcoeff)
     gamma: float = 0.99
     gae_lambda: float = 0.95
     value_lr: float = 1e-3
@@ -74,6 +75,7 @@ class AlgoConfig:
             "accept_ratio": (self.accept_ratio >= 0, "must be >= 0"),
             "fisher_method": (self.fisher_method in FISHER_METHOD_CHOICES, f"choose one of {FISHER_METHOD_CHOICES}"),
             "fisher_subsample": (0 < self.fisher_subsample <= 1, "must be in (0, 1]"),
+            "entropy_coef": (self.entropy_coef >= 0, "must be >= 0"),
             "gamma": (0 <= self.gamma <= 1, "must be in [0, 1]"),
             "gae_lambda": (0 <= self.gae_lambda <= 1, "must be in [0, 1]"),
             "value_lr": (self.value_lr > 0, "must be > 0"),

@@ -44,8 +44,16 @@ def trpo_step(
     if config.normalize_advantages:
         advantages = normalize(advantages)
 
+    def objective(dist_params: tuple[Tensor, ...]) -> Tensor:
+        """The importance-weighted surrogate, plus the entropy bonus when config.entropy_coef > 0."""
+        distribution = policy.distribution(dist_params)
+        surrogate = (torch.exp(distribution.log_prob(actions) - log_probs) * advantages).mean()
+        if config.entropy_coef > 0:
+            surrogate = surrogate + config.entropy_coef * distribution.entropy().mean()
+        return surrogate
+
     old_dist_params = policy(obs)
-    surrogate = (torch.exp(policy.distribution(old_dist_params).log_prob(actions) - log_probs) * advantages).mean()
+    surrogate = objective(old_dist_params)
     grad = flat_grad(surrogate, params)
     old_dist_params = tuple(p.detach() for p in old_dist_params)
 
@@ -67,8 +75,7 @@ def trpo_step(
     @torch.no_grad()
     def evaluate(candidate: Tensor) -> tuple[Tensor, Tensor]:
         new_dist_params = functional_call(policy, unflatten(candidate, named), (obs,))
-        log_ratio = policy.distribution(new_dist_params).log_prob(actions) - log_probs
-        gain = (torch.exp(log_ratio) * advantages).mean() - surrogate.detach()
+        gain = objective(new_dist_params) - surrogate.detach()
         return policy.kl(old_dist_params, new_dist_params).mean(), gain
 
     if config.name == "trpo" or (config.name == "kfac" and not config.acktr_kl_clip):
