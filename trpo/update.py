@@ -47,10 +47,10 @@ def trpo_step(
     def objective(dist_params: tuple[Tensor, ...]) -> Tensor:
         """The importance-weighted surrogate, plus the entropy bonus when config.entropy_coef > 0."""
         distribution = policy.distribution(dist_params)
-        surrogate = (torch.exp(distribution.log_prob(actions) - log_probs) * advantages).mean()
+        value = (torch.exp(distribution.log_prob(actions) - log_probs) * advantages).mean()
         if config.entropy_coef > 0:
-            surrogate = surrogate + config.entropy_coef * distribution.entropy().mean()
-        return surrogate
+            value = value + config.entropy_coef * distribution.entropy().mean()
+        return value
 
     old_dist_params = policy(obs)
     surrogate = objective(old_dist_params)
