@@ -150,6 +150,7 @@ def test_evaluate_reproduces_the_runs_final_return(tmp_path):
     cli = subprocess.run([sys.executable, "-m", "trpo.evaluate", str(tmp_path), "episodes=2"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0 and f"return {final:.2f}" in cli.stdout
+    assert "RuntimeWarning" not in cli.stderr, cli.stderr  # `import trpo` must not import trpo.evaluate first
 
 
 def test_evaluate_writes_a_video(tmp_path):

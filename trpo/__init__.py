@@ -10,7 +10,6 @@ spectrum of any symmetric matvec, such as a policy's Fisher (`trpo.curvature.fis
 import importlib
 
 from trpo.advantages import gae
-from trpo.api import Agent, Run, load
 from trpo.curvature import fisher_vector_product
 from trpo.estimators import hutchinson_diagonal, hutchinson_trace, spectral_density, top_eigenvalues
 from trpo.kfac import kfac_preconditioner
@@ -22,7 +21,15 @@ __all__ = ["conjugate_gradient", "fisher_vector_product", "gae", "GaussianPolicy
            "spectral_density", "kfac_preconditioner"]
 
 
+# Imported on first use, so that `python -m trpo.train` and `python -m trpo.evaluate` (which trpo.api
+# imports) each run their module only once.
+LAZY = {"train": ("trpo.train", None), "load": ("trpo.api", "load"), "Agent": ("trpo.api", "Agent"),
+        "Run": ("trpo.api", "Run")}
+
+
 def __getattr__(name: str):
-    if name == "train":  # imported on first use, so that `python -m trpo.train` runs it only once
-        return importlib.import_module("trpo.train")
-    raise AttributeError(f"module 'trpo' has no attribute {name!r}")
+    if name not in LAZY:
+        raise AttributeError(f"module 'trpo' has no attribute {name!r}")
+    module_name, attribute = LAZY[name]
+    module = importlib.import_module(module_name)
+    return module if attribute is None else getattr(module, attribute)
