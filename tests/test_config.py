@@ -55,8 +55,7 @@ V5_PRESETS = ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Swimmer-v
 V5_RETUNED = {"InvertedPendulum-v5": {"steps_per_env": 128, "algo": {"value_lr_decay": True}},
               "Ant-v5": {"env": {"kwargs": {"include_cfrc_ext_in_observation": False}}},
               "Walker2d-v5": {"algo": {"value_lr_decay": True}},
-              "Humanoid-v5": {"algo": {"value_lr_decay": True}},
-              "Swimmer-v5": {"model": {"log_std_init": 0.5}}}
+              "Humanoid-v5": {"algo": {"value_lr_decay": True}}}
 
 
 @pytest.mark.parametrize("env_id", V5_PRESETS)
