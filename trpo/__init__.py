@@ -23,13 +23,13 @@ __all__ = ["conjugate_gradient", "fisher_vector_product", "gae", "GaussianPolicy
 
 # Imported on first use, so that `python -m trpo.train` and `python -m trpo.evaluate` (which trpo.api
 # imports) each run their module only once.
-LAZY = {"train": ("trpo.train", None), "load": ("trpo.api", "load"), "Agent": ("trpo.api", "Agent"),
-        "Run": ("trpo.api", "Run")}
+_LAZY = {"train": ("trpo.train", None), "load": ("trpo.api", "load"), "Agent": ("trpo.api", "Agent"),
+         "Run": ("trpo.api", "Run")}
 
 
 def __getattr__(name: str):
-    if name not in LAZY:
+    if name not in _LAZY:
         raise AttributeError(f"module 'trpo' has no attribute {name!r}")
-    module_name, attribute = LAZY[name]
+    module_name, attribute = _LAZY[name]
     module = importlib.import_module(module_name)
     return module if attribute is None else getattr(module, attribute)
