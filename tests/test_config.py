@@ -19,6 +19,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
     ("cg_iters", 0, "must be an integer >= 1"),
     ("gamma", 1.5, r"must be in \[0, 1\]"),
     ("gae_lambda", -0.1, r"must be in \[0, 1\]"),
+    ("gamma_final", 1.01, r"must be null or in \[0, 1\]"),
     ("backtrack_ratio", 1.0, r"must be in \(0, 1\)"),
     ("max_backtracks", 0, "must be an integer >= 1"),
     ("fisher_method", "exact", "choose one of"),

@@ -10,6 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from trpo.advantages import gae
 from trpo.config import Config
 from trpo.evaluate import evaluate_policy, load_run
 from trpo.train import train
@@ -208,6 +209,18 @@ def test_a_decaying_max_kl_bounds_each_updates_kl_by_its_share_of_the_run(tmp_pa
     max_kl = 0.02  # CartPole-v1's preset; 4 updates of 128 steps
     assert all(kl <= max_kl * (1 - update / 4) for update, kl in enumerate(kls[True]))
     assert kls[False][3] > max_kl / 4  # the undecayed last step is larger than the decayed bound
+
+
+def test_gae_discounts_each_update_with_the_gamma_scheduled_towards_gamma_final(tmp_path, monkeypatch):
+    gammas = []
+
+    def recording_gae(*args):
+        gammas.append(args[5])
+        return gae(*args)
+
+    monkeypatch.setattr("trpo.train.gae", recording_gae)
+    train(composed("CartPole-v1", "debug=smoke", "total_steps=512", "algo.gamma=0.99", "algo.gamma_final=0.9"), tmp_path)
+    assert gammas == pytest.approx([0.99 - 0.09 * update / 4 for update in range(4)])  # 4 updates of 128 steps
 
 
 def test_a_run_resumed_with_more_steps_decays_the_value_lr_over_its_new_length(tmp_path):

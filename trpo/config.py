@@ -51,6 +51,7 @@ class AlgoConfig:
     normalize_advantages: bool = True
     entropy_coef: float = 0.0  # the step ascends surrogate + entropy_coef * mean entropy (baselines' entcoeff)
     gamma: float = 0.99
+    gamma_final: float | None = None  # GAE's gamma goes linearly to this over the run (reward scaling keeps gamma)
     gae_lambda: float = 0.95
     value_lr: float = 1e-3
     value_lr_decay: bool = False  # Adam's value_lr falls linearly to 0 over the run's updates (Tianshou's lr_decay)
@@ -77,6 +78,7 @@ class AlgoConfig:
             "fisher_subsample": (0 < self.fisher_subsample <= 1, "must be in (0, 1]"),
             "entropy_coef": (self.entropy_coef >= 0, "must be >= 0"),
             "gamma": (0 <= self.gamma <= 1, "must be in [0, 1]"),
+            "gamma_final": (self.gamma_final is None or 0 <= self.gamma_final <= 1, "must be null or in [0, 1]"),
             "gae_lambda": (0 <= self.gae_lambda <= 1, "must be in [0, 1]"),
             "value_lr": (self.value_lr > 0, "must be > 0"),
             "value_epochs": (self.value_epochs >= 1, "must be an integer >= 1"),
@@ -91,8 +93,15 @@ class AlgoConfig:
             _check("algo", name, getattr(self, name), ok, allowed)
 
     def at_update(self, update: int, updates: int) -> "AlgoConfig":
-        """The settings of update `update` (0, 1, ...) of `updates`: max_kl x (1 - update/updates) with max_kl_decay."""
-        return replace(self, max_kl=self.max_kl * (1 - update / updates)) if self.max_kl_decay else self
+        """The settings of update `update` (0, 1, ...) of `updates`: max_kl x (1 - update/updates) with max_kl_decay,
+        gamma moved update/updates of the way to gamma_final when that is set."""
+        progress = update / updates
+        scheduled = {}
+        if self.max_kl_decay:
+            scheduled["max_kl"] = self.max_kl * (1 - progress)
+        if self.gamma_final is not None:
+            scheduled["gamma"] = self.gamma + (self.gamma_final - self.gamma) * progress
+        return replace(self, **scheduled)
 
 
 BACKENDS = ("gymnasium", "envpool")

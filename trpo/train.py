@@ -86,11 +86,12 @@ def train(config: Config, run_dir: Path) -> float:
                 if (fault := first_non_finite(rollout)) is not None:  # checked before anything learns from it
                     save_checkpoint(run_dir, policy, value, value_fitter, envs, state, generator, global_step, iteration)
                     raise FloatingPointError(non_finite_message(config.env_id, fault, rollout, global_step, run_dir))
-                batch = advantage_batch(rollout, value, algo, device)
+                update_config = algo.at_update(iteration, config.updates)
+                batch = advantage_batch(rollout, value, update_config, device)
                 normalizer = policy.normalizer.updated(batch["obs"]) if config.env.normalize_observations else None
                 value_fitter.start(batch["obs"], batch["returns"], normalizer)  # with algo.value_process: meanwhile
                 metrics = trpo_step(policy, batch["obs"], batch["actions"], batch["log_probs"], batch["advantages"],
-                                    algo.at_update(iteration, config.updates), generator,
+                                    update_config, generator,
                                     diagnostics_due(config.diagnostics, algo, config.seed, iteration, device))
                 if normalizer is not None:  # after the policy step, so that log pi_old matches theta_old
                     policy.normalizer.load_state_dict(normalizer)
