@@ -56,7 +56,6 @@ class AlgoConfig:
     value_lr: float = 1e-3
     value_lr_decay: bool = False  # Adam's value_lr falls linearly to 0 over the run's updates (Tianshou's lr_decay)
     value_epochs: int = 10
-    value_history: int = 1  # EXPERIMENT: batches the critic fits on (this one and the ones before)
     value_minibatch_size: int = 64
     value_process: bool = False  # fit the value function in a child process during the policy step and next rollout
     value_optimizer: str = "adam"  # adam | kfac (ACKTR's critic: trpo.kfac.KFACCritic, value_lr unused)

@@ -77,7 +77,6 @@ def train(config: Config, run_dir: Path) -> float:
         if not np.isfinite(state.obs).all():  # from here on the loop checks what every step returns
             raise FloatingPointError(f"{config.env_id} returned a non-finite observation at its reset")
         with stop.deferring():
-            critic_data = []
             unlogged = None  # an iteration's metrics wait for its value fit, which may run during the next rollout
             while global_step < config.total_steps and not stop.requested:
                 started = time.perf_counter()
@@ -90,9 +89,7 @@ def train(config: Config, run_dir: Path) -> float:
                 update_config = algo.at_update(iteration, config.updates)
                 batch = advantage_batch(rollout, value, update_config, device)
                 normalizer = policy.normalizer.updated(batch["obs"]) if config.env.normalize_observations else None
-                critic_data = (critic_data + [(batch["obs"], batch["returns"])])[-algo.value_history:]
-                value_fitter.start(torch.cat([o for o, _ in critic_data]), torch.cat([r for _, r in critic_data]),
-                                   normalizer)  # with algo.value_process: meanwhile
+                value_fitter.start(batch["obs"], batch["returns"], normalizer)  # with algo.value_process: meanwhile
                 metrics = trpo_step(policy, batch["obs"], batch["actions"], batch["log_probs"], batch["advantages"],
                                     update_config, generator,
                                     diagnostics_due(config.diagnostics, algo, config.seed, iteration, device))
