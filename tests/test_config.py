@@ -55,7 +55,7 @@ V5_PRESETS = ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Swimmer-v
 # what v5 retuned on its seeds 0-4 (benchmarks/README.md)
 V5_RETUNED = {"InvertedPendulum-v5": {"steps_per_env": 128, "algo": {"value_lr_decay": True}},
               "Ant-v5": {"env": {"kwargs": {"include_cfrc_ext_in_observation": False}}},
-              "Walker2d-v5": {"algo": {"value_lr_decay": True, "damping": 0.01}},
+              "Walker2d-v5": {"algo": {"value_lr_decay": True}},
               "Humanoid-v5": {"algo": {"value_lr_decay": True}}}
 
 
