@@ -219,7 +219,8 @@ def test_gae_discounts_each_update_with_the_gamma_scheduled_towards_gamma_final(
         return gae(*args)
 
     monkeypatch.setattr("trpo.train.gae", recording_gae)
-    train(composed("CartPole-v1", "debug=smoke", "total_steps=512", "algo.gamma=0.99", "algo.gamma_final=0.9"), tmp_path)
+    train(composed("CartPole-v1", "debug=smoke", "total_steps=512", "algo.gamma=0.99", "algo.gamma_final=0.9"),
+          tmp_path)
     assert gammas == pytest.approx([0.99 - 0.09 * update / 4 for update in range(4)])  # 4 updates of 128 steps
 
 
